@@ -1,0 +1,199 @@
+"""The ViT and text models: every encoding runs, strategies, errors, parity with timm."""
+
+import pytest
+import torch
+
+import vit_rope
+from vit_rope import ENCODINGS, STRATEGIES, PositionConfigError, create_model, create_text_model, from_timm
+
+TINY = dict(embed_dim=64, depth=2, num_heads=2)
+
+
+def tiny(pos_embed, **kw):
+    args = {"num_classes": 5, "img_size": 32, "patch_size": 8, **TINY, **kw}
+    return create_model("vit_micro", pos_embed=pos_embed, **args)
+
+
+@pytest.mark.parametrize("pos_embed", list(ENCODINGS))
+def test_every_encoding_runs_forward_backward_at_many_grids(pos_embed):
+    torch.manual_seed(0)
+    model = tiny(pos_embed)
+    for shape in [(32, 32), (48, 48), (24, 40)]:  # training grid, larger grid, non-square
+        x = torch.randn(2, 3, *shape)
+        out = model(x)
+        assert out.shape == (2, 5)
+        out.square().mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        model.zero_grad()
+
+
+@pytest.mark.parametrize("pos_embed", list(ENCODINGS))
+def test_every_strategy_is_exactly_identity_at_training_grid(pos_embed):
+    torch.manual_seed(0)
+    model = tiny(pos_embed).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+        for strategy in STRATEGIES:
+            if not model.strategy_applies(strategy):
+                continue
+            for logn in (False, True):
+                with model.use_strategy(strategy, logn=logn):
+                    assert torch.equal(model(x), reference), (strategy, logn)
+
+
+@pytest.mark.parametrize("pos_embed", ["rope1d", "rope_axial", "rope_mixed", "sincos"])
+def test_strategies_change_outputs_on_larger_grid(pos_embed):
+    torch.manual_seed(0)
+    model = tiny(pos_embed).eval()
+    with torch.no_grad():
+        for blk in model.blocks:  # make attention depend on position strongly enough to see
+            blk.attn.qkv.weight.mul_(8)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        for strategy in STRATEGIES[1:]:
+            if model.strategy_applies(strategy):
+                with model.use_strategy(strategy):
+                    assert not torch.allclose(model(x), reference, atol=1e-4), strategy
+        with model.use_strategy("extrapolate", logn=True):
+            assert not torch.allclose(model(x), reference, atol=1e-4)
+
+
+def test_strategy_applicability_table():
+    expect_na = {
+        "none": {"interpolate", "ntk", "yarn"},
+        "ape": {"ntk", "yarn"},
+        "sincos": {"ntk", "yarn"},
+        "rope1d": set(),
+        "rope_axial": set(),
+        "rope_mixed": {"ntk"},
+        "rope_axial_ape": set(),
+        "rope_mixed_ape": {"ntk"},
+    }
+    for name, na in expect_na.items():
+        model = tiny(name)
+        assert {s for s in STRATEGIES if not model.strategy_applies(s)} == na, name
+
+
+def test_na_strategy_is_refused_not_replaced():
+    model = tiny("ape")
+    with pytest.raises(PositionConfigError, match="Strategy 'ntk' does not apply to pos_embed=ape"):
+        model.set_strategy("ntk")
+    assert model.strategy == "extrapolate"
+
+
+def test_learned_frequencies_get_gradients_and_no_weight_decay():
+    model = tiny("rope_mixed_ape")
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert model.rope.freqs.grad is not None and model.rope.freqs.grad.abs().sum() > 0
+    assert {"rope.freqs", "abs_pos.pos_embed", "cls_token"} <= model.no_weight_decay()
+
+
+def test_registers_and_avg_pool():
+    model = tiny("rope_axial", num_reg_tokens=4, global_pool="avg")
+    assert model.num_prefix_tokens == 5
+    assert model(torch.randn(1, 3, 40, 32)).shape == (1, 5)
+
+
+def test_model_registry():
+    assert {"vit_micro", "vit_tiny", "vit_small", "vit_base", "vit_large"} <= set(vit_rope.list_models())
+    m = create_model("vit_small", pos_embed="rope_mixed", num_classes=1000, img_size=224, patch_size=16)
+    assert m.embed_dim == 384 and len(m.blocks) == 12 and m.train_grid == (14, 14)
+
+
+# -- clear errors ------------------------------------------------------------------------------
+
+
+def test_error_axial_head_dim_not_multiple_of_4():
+    with pytest.raises(
+        PositionConfigError,
+        match="Head dimension 6 cannot be split for axial 2D RoPE: it must be a multiple of 4",
+    ):
+        create_model("vit_micro", pos_embed="rope_axial", img_size=32, patch_size=8, embed_dim=36, num_heads=6)
+
+
+def test_error_input_not_multiple_of_patch():
+    model = tiny("rope_axial")
+    with pytest.raises(ValueError, match="input height 30 is not a multiple of the patch size 8; use a multiple of 8"):
+        model(torch.randn(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="data.img_size 30 is not a multiple of the patch size 8"):
+        tiny("rope_axial", img_size=30)
+
+
+def test_error_unknown_encoding_and_strategy():
+    with pytest.raises(PositionConfigError, match="Unknown position encoding 'rope2d'; choose one of none, ape"):
+        tiny("rope2d")
+    with pytest.raises(PositionConfigError, match="Unknown test-time strategy 'linear'; choose one of extrapolate"):
+        tiny("rope_axial").set_strategy("linear")
+    with pytest.raises(
+        PositionConfigError, match="Unknown position encoding 'rope_axial'; choose one of none, ape, rope1d"
+    ):
+        create_text_model("text_micro", vocab_size=16, max_len=8, num_classes=2, pos_embed="rope_axial")
+    with pytest.raises(ValueError, match="Unknown model 'vit_huge'"):
+        create_model("vit_huge")
+
+
+# -- text path ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pos_embed", ["none", "ape", "rope1d"])
+def test_text_model_runs_at_longer_lengths(pos_embed):
+    model = create_text_model("text_micro", vocab_size=16, max_len=12, num_classes=3, pos_embed=pos_embed, **TINY)
+    for length in (12, 24):
+        out = model(torch.randint(0, 16, (2, length)))
+        assert out.shape == (2, 3)
+        out.sum().backward()
+
+
+# -- parity with timm --------------------------------------------------------------------------
+
+TIMM_MODELS = [
+    "vit_small_patch16_224",
+    "vit_small_patch16_rope_224",
+    "vit_small_patch16_rope_mixed_224",
+    "vit_small_patch16_rope_ape_224",
+    "vit_small_patch16_rope_mixed_ape_224",
+]
+
+
+def _perturb(model):
+    """Random weights large enough that attention, and so position, matters (timm's init makes
+    attention almost uniform, which would hide a wrong position encoding)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "gamma" in name or "pos_embed" in name or name.startswith("head"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            elif "qkv.weight" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
+
+
+@pytest.mark.parametrize("name", TIMM_MODELS)
+def test_from_timm_same_logits_at_224_and_320(name):
+    import timm
+
+    reference = timm.create_model(name, pretrained=False, dynamic_img_size=True, num_classes=10).eval()
+    _perturb(reference)
+    model = from_timm(reference).eval()
+    expected_name = {
+        "vit_small_patch16_224": "ape",
+        "vit_small_patch16_rope_224": "rope_axial",
+        "vit_small_patch16_rope_mixed_224": "rope_mixed",
+        "vit_small_patch16_rope_ape_224": "rope_axial_ape",
+        "vit_small_patch16_rope_mixed_ape_224": "rope_mixed_ape",
+    }[name]
+    assert model.encoding_name == expected_name
+    g = torch.Generator().manual_seed(1)
+    for size in (224, 320):
+        x = torch.randn(2, 3, size, size, generator=g)
+        with torch.no_grad():
+            a, b = reference(x), model(x)
+        scale = max(1.0, a.abs().max().item())
+        assert (a - b).abs().max().item() <= 1e-4 * scale, (size, (a - b).abs().max().item())
+
+
+def test_from_timm_by_name_builds_without_download():
+    model = from_timm("vit_small_patch16_rope_mixed_224")
+    assert model.encoding_name == "rope_mixed" and model.num_classes == 1000

@@ -1,0 +1,202 @@
+"""The rotary core: RoPE's identity, closed forms, reductions, strategies and caching."""
+
+import math
+
+import pytest
+import torch
+
+from vit_rope.rope import (
+    Resize,
+    Rotary,
+    apply_rotary,
+    axial_frequencies,
+    frequency_scale,
+    grid_positions,
+    mixed_frequencies_init,
+    rotary_angles,
+)
+
+D = 32  # head dim
+
+
+def rotate(x, pos, freqs, layout="interleaved"):
+    t = rotary_angles(pos, freqs)
+    return apply_rotary(x, t.cos(), t.sin(), layout)
+
+
+def frequency_matrices():
+    g = torch.Generator().manual_seed(0)
+    return {
+        "rope1d": (axial_frequencies(D, 10000.0, 1), 1),
+        "rope_axial": (axial_frequencies(D, 100.0, 2), 2),
+        "rope_mixed": (mixed_frequencies_init(1, 1, D, 10.0, generator=g)[0, 0], 2),
+    }
+
+
+@pytest.mark.parametrize("name", ["rope1d", "rope_axial", "rope_mixed"])
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_score_depends_only_on_position_difference(name, layout):
+    freqs, a = frequency_matrices()[name]
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 64, D, generator=g, dtype=torch.float64).unbind(0)
+    pm, pn = torch.rand(2, 64, a, generator=g).mul(20).unbind(0)
+    shift = torch.rand(1, a, generator=g) * 50
+    freqs = freqs.double()
+
+    def score(p1, p2):
+        return (rotate(q, p1, freqs, layout) * rotate(k, p2, freqs, layout)).sum(-1)
+
+    s0 = score(pm, pn)
+    s1 = score(pm + shift, pn + shift)
+    torch.testing.assert_close(s0, s1, atol=1e-4, rtol=1e-5)
+    # and it does depend on the difference: a different offset for k changes the score
+    assert (score(pm, pn + 1.0) - s0).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("name", ["rope1d", "rope_axial", "rope_mixed"])
+def test_rotation_keeps_norms(name):
+    freqs, a = frequency_matrices()[name]
+    x = torch.randn(50, D)
+    pos = torch.rand(50, a) * 30
+    y = rotate(x, pos, freqs)
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(x, y)
+
+
+def test_rope1d_closed_form():
+    """q*cos + rot(q)*sin, written out for the half layout (GPT-NeoX / LLaMA) and interleaved."""
+    L = 12
+    q = torch.randn(L, D, dtype=torch.float64)
+    pos = torch.arange(L, dtype=torch.float64)[:, None]
+    inv = 1.0 / 10000 ** (torch.arange(0, D, 2, dtype=torch.float64) / D)  # (d/2,)
+    theta = pos * inv  # (L, d/2)
+    # half layout: pair j = (j, j + d/2); rot(q) = [-q2, q1]
+    cos, sin = torch.cat([theta.cos()] * 2, -1), torch.cat([theta.sin()] * 2, -1)
+    rot = torch.cat([-q[:, D // 2 :], q[:, : D // 2]], -1)
+    expected_half = q * cos + rot * sin
+    # interleaved: pair j = (2j, 2j+1); rot(q) = [-q1, q0, -q3, q2, ...]
+    cos_i, sin_i = theta.cos().repeat_interleave(2, -1), theta.sin().repeat_interleave(2, -1)
+    rot_i = torch.stack([-q[:, 1::2], q[:, ::2]], -1).reshape(L, D)
+    expected_inter = q * cos_i + rot_i * sin_i
+    freqs = axial_frequencies(D, 10000.0, 1).double()
+    torch.testing.assert_close(rotate(q, pos, freqs, "half"), expected_half, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rotate(q, pos, freqs, "interleaved"), expected_inter, atol=1e-6, rtol=1e-6)
+
+
+def test_axial_table_reduces_to_1d_when_one_axis_is_constant():
+    """With y held at 0, the x pairs of axial RoPE (d) are 1D RoPE of width d/2, same base,
+    and the y pairs do not rotate; and symmetrically for x held at 0."""
+    base = 100.0
+    F2 = axial_frequencies(D, base, 2)
+    F1 = axial_frequencies(D // 2, base, 1)
+    pos_x = grid_positions((1, 9))  # one row: y = 0, x = 0..8
+    t2 = rotary_angles(pos_x, F2)
+    t1 = rotary_angles(pos_x[:, :1], F1)
+    torch.testing.assert_close(t2[:, : D // 4], t1)
+    assert torch.count_nonzero(t2[:, D // 4 :]) == 0
+    pos_y = grid_positions((9, 1))  # one column: x = 0, y = 0..8
+    t2y = rotary_angles(pos_y, F2)
+    torch.testing.assert_close(t2y[:, D // 4 :], rotary_angles(pos_y[:, 1:], F1))
+    assert torch.count_nonzero(t2y[:, : D // 4]) == 0
+
+
+def test_grid_positions_are_raster_order_xy():
+    pos = grid_positions((2, 3))
+    assert pos.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]]
+    norm = grid_positions((2, 2), "normalized")
+    assert norm.tolist() == [[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]]
+
+
+def test_timm_parity_axial_rotation():
+    from timm.layers.pos_embed_sincos import RotaryEmbeddingCat, apply_rot_embed_cat
+
+    H, W = 7, 5
+    timm_rope = RotaryEmbeddingCat(dim=D, in_pixels=False, temperature=100, grid_indexing="xy", feat_shape=[H, W])
+    emb = timm_rope.get_embed()  # (N, 2d)
+    q = torch.randn(2, 3, H * W, D)
+    expected = apply_rot_embed_cat(q, emb)
+    ours = Rotary("axial", D, num_heads=3, depth=1, train_grid=(H, W), num_prefix_tokens=0)
+    cos, sin = ours((H, W))
+    got = apply_rotary(q, cos, sin)
+    err = (got - expected).abs().max().item()
+    assert err < 1e-5, err
+
+
+def test_timm_parity_mixed_rotation():
+    from timm.layers.pos_embed_sincos import RotaryEmbeddingMixed, apply_rot_embed_cat
+
+    H, W, depth, heads = 6, 8, 2, 3
+    torch.manual_seed(0)
+    timm_rope = RotaryEmbeddingMixed(dim=D * heads, depth=depth, num_heads=heads, temperature=10.0, feat_shape=[H, W])
+    emb = timm_rope.get_embed()  # (depth, heads, N, 2d)
+    ours = Rotary("mixed", D, num_heads=heads, depth=depth, train_grid=(H, W), num_prefix_tokens=0)
+    with torch.no_grad():
+        ours.freqs.copy_(timm_rope.freqs.permute(1, 2, 3, 0))  # (2, L, h, d/2) -> (L, h, d/2, 2)
+    cos, sin = ours((H, W))
+    q = torch.randn(2, heads, H * W, D)
+    for layer in range(depth):
+        expected = apply_rot_embed_cat(q, emb[layer])
+        got = apply_rotary(q, cos[layer], sin[layer])
+        assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_mixed_init_second_half_orthogonal():
+    f = mixed_frequencies_init(3, 4, D)
+    first, second = f[..., : D // 4, :], f[..., D // 4 :, :]
+    torch.testing.assert_close((first * second).sum(-1), torch.zeros(3, 4, D // 4), atol=1e-6, rtol=0)
+    mags = first.norm(dim=-1)[0, 0]
+    torch.testing.assert_close(mags, 10.0 ** (-4 * torch.arange(D // 4) / D))
+
+
+def test_prefix_tokens_are_not_rotated():
+    rope = Rotary("axial", D, 1, 1, (4, 4), num_prefix_tokens=2)
+    cos, sin = rope((4, 4))
+    q = torch.randn(1, 1, 18, D)
+    out = apply_rotary(q, cos, sin)
+    assert torch.equal(out[:, :, :2], q[:, :, :2])
+    assert not torch.allclose(out[:, :, 3:], q[:, :, 3:])
+
+
+def test_strategies_at_training_grid_are_identity_and_differ_beyond():
+    F = axial_frequencies(D, 100.0, 2)
+    for strategy in ("interpolate", "ntk", "yarn"):
+        same = Resize((1.0, 1.0), (8.0, 8.0), strategy)
+        assert torch.equal(frequency_scale(F, same, 100.0), torch.ones_like(F))
+        bigger = Resize((2.0, 2.0), (8.0, 8.0), strategy)
+        G = frequency_scale(F, bigger, 100.0)
+        assert (G <= 1.0 + 1e-6).all() and (G < 1.0).any()
+
+
+def test_ntk_equals_base_change():
+    """NTK: base' = base * s^(d_a/(d_a-2)) gives exactly the scaled frequencies."""
+    s = 2.0
+    F = axial_frequencies(D, 100.0, 2)
+    d_a = D // 2
+    F_ntk = axial_frequencies(D, 100.0 * s ** (d_a / (d_a - 2)), 2)
+    G = frequency_scale(F, Resize((s, s), (8.0, 8.0), "ntk"), 100.0)
+    torch.testing.assert_close(F * G, F_ntk, atol=1e-7, rtol=1e-5)
+    # the highest frequency is unchanged, the lowest is interpolated by exactly 1/s
+    assert math.isclose(G[0, 0].item(), 1.0) and math.isclose(G[D // 4 - 1, 0].item(), 1 / s, rel_tol=1e-5)
+
+
+def test_yarn_blends_by_wavelength():
+    F = axial_frequencies(D, 100.0, 2)
+    extent = 8.0
+    G = frequency_scale(F, Resize((2.0, 2.0), (extent, extent), "yarn"), None, yarn_alpha=1.0, yarn_beta=4.0)
+    turns = extent * F.norm(dim=-1) / (2 * math.pi)
+    gx = G.max(-1).values  # the axis each pair follows
+    assert torch.allclose(gx[turns >= 4.0], torch.ones(1))  # short wavelengths extrapolate
+    assert torch.allclose(gx[turns <= 1.0], torch.full((1,), 0.5))  # long wavelengths interpolate
+
+
+def test_fixed_tables_are_cached_per_grid():
+    rope = Rotary("axial", D, 2, 3, (4, 4))
+    rope((4, 4))
+    rope((4, 4))
+    assert rope.tables_built == 1
+    rope((6, 6))
+    rope((6, 6))
+    assert rope.tables_built == 2
+    rope.set_strategy("ntk")
+    rope((6, 6))
+    assert rope.tables_built == 3
