@@ -23,13 +23,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vit_rope.errors import ConfigError
+
 STRATEGIES = ("extrapolate", "interpolate", "ntk", "yarn")
 PAIR_LAYOUTS = ("interleaved", "half")
 COORD_MODES = ("index", "normalized")
 ROTARY_KINDS = ("1d", "axial", "mixed")
 
 
-class PositionConfigError(ValueError):
+class PositionConfigError(ConfigError):
     """A position-encoding option that cannot work; the message names the value and the fix."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vit_rope.errors import ConfigError
 from vit_rope.pos_embed import TEXT_ENCODINGS
 from vit_rope.vit import Transformer
 
@@ -44,6 +45,6 @@ def create_text_model(
 ) -> TextEncoder:
     """Build a text encoder by size name, e.g. ``create_text_model("text_micro", 32, 64, 4)``."""
     if name not in TEXT_SIZES:
-        raise ValueError(f"Unknown text model '{name}'; choose one of {', '.join(sorted(TEXT_SIZES))}.")
+        raise ConfigError(f"Unknown text model '{name}'; choose one of {', '.join(sorted(TEXT_SIZES))}.")
     args = {**TEXT_SIZES[name], **kwargs}
     return TextEncoder(vocab_size, max_len, num_classes=num_classes, pos_embed=pos_embed, **args)

@@ -20,6 +20,7 @@ from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from vit_rope.attention import Block
+from vit_rope.errors import ConfigError
 from vit_rope.pos_embed import (
     LearnedPosEmbed,
     SinCosPosEmbed,
@@ -89,11 +90,11 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
-            raise ValueError(f"Unknown global_pool '{global_pool}'; choose token or avg.")
+            raise ConfigError(f"Unknown global_pool '{global_pool}'; choose token or avg.")
         if global_pool == "token" and not class_token:
-            raise ValueError("global_pool=token needs class_token=true; set one of them differently.")
+            raise ConfigError("global_pool=token needs class_token=true; set one of them differently.")
         if embed_dim % num_heads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}; pick num_heads that divides it."
             )
         self.encoding_name = pos_embed
@@ -316,7 +317,7 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 def check_divisible(size: int, patch_size: int, what: str) -> None:
     if size % patch_size != 0:
         lower = size // patch_size * patch_size
-        raise ValueError(
+        raise ConfigError(
             f"{what} {size} is not a multiple of the patch size {patch_size}; "
             f"use a multiple of {patch_size} such as {lower or patch_size} or {lower + patch_size}."
         )
@@ -340,7 +341,7 @@ def create_model(
     Keyword arguments override the size's dims and any :class:`Transformer` option.
     """
     if name not in MODEL_SIZES:
-        raise ValueError(f"Unknown model '{name}'; choose one of {', '.join(list_models())}.")
+        raise ConfigError(f"Unknown model '{name}'; choose one of {', '.join(list_models())}.")
     args = {**MODEL_SIZES[name], **kwargs}
     return VisionTransformer(
         img_size=img_size, patch_size=patch_size, num_classes=num_classes, pos_embed=pos_embed, **args

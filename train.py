@@ -1,0 +1,20 @@
+"""Train a ViT (or the text encoder) with one position encoding, then evaluate it at larger sizes.
+
+python train.py                                   # embedded default: shapes, vit_micro, rope_axial
+python train.py -m pos_embed=none,ape,sincos,rope1d,rope_axial,rope_mixed
+python train.py data=imagefolder data.root=/data/imagenet data.classes=imagenet100 model=vit_small
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from vit_rope.pipeline import run_main, train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    run_main(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

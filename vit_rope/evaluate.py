@@ -1,0 +1,143 @@
+"""Evaluation at many resolutions (or sequence lengths) and test-time strategies.
+
+One loop for images and text: for every (strategy, logn, resolution) it selects the strategy
+on the model and runs the module's own ``validation_step`` through ``Trainer.validate`` on the
+data module's ``eval_dataloader(resolution, mode)``. At the training resolution with
+``extrapolate`` this is exactly the validation that training logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from rich.progress import Progress
+
+from vit_rope.errors import ConfigError
+from vit_rope.rope import STRATEGIES, PositionConfigError
+from vit_rope.vit import VisionTransformer
+
+
+class EvalConfigError(ConfigError):
+    """An evaluation setting that cannot work; the message names the value and the fix."""
+
+
+def default_resolutions(model: Any, train_resolution: int) -> list[int]:
+    """1x, 1.5x, 2x the training side for images (multiples of the patch size); 1x, 2x, 4x for text."""
+    if isinstance(model, VisionTransformer):
+        p = model.patch_size
+        return sorted({max(p, int(round(train_resolution * f / p)) * p) for f in (1.0, 1.5, 2.0)})
+    return [train_resolution * f for f in (1, 2, 4)]
+
+
+def check_eval_settings(model: Any, resolutions: Sequence[int], strategies: Sequence[str]) -> None:
+    """Refuse bad settings before anything runs, so nothing half-written is left behind."""
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise EvalConfigError(f"Unknown strategy '{s}' in eval.strategies; choose from {', '.join(STRATEGIES)}.")
+    if isinstance(model, VisionTransformer):
+        p = model.patch_size
+        bad = [r for r in resolutions if int(r) % p != 0]
+        if bad:
+            raise EvalConfigError(
+                f"eval.resolutions {bad} are not multiples of the patch size {p}; use multiples of {p}."
+            )
+
+
+def evaluate(
+    module: L.LightningModule,
+    datamodule: Any,
+    trainer: L.Trainer,
+    resolutions: Sequence[int] | None = None,
+    strategies: Sequence[str] = STRATEGIES,
+    logn: Sequence[bool] = (False, True),
+    mode: str = "zoom",
+    writer: Any = None,
+) -> list[dict]:
+    """Accuracy of ``module`` at each resolution x strategy x logn.
+
+    Args:
+        module: A :class:`vit_rope.module.ClassificationModule` (its ``model`` takes strategies).
+        datamodule: Gives ``train_resolution`` and ``eval_dataloader(resolution, mode)``.
+        trainer: Runs ``validate``; its devices and precision are used.
+        resolutions: Image sides or sequence lengths; ``None`` for :func:`default_resolutions`.
+        strategies, logn: Combinations to run; a strategy that does not apply is recorded n/a.
+        mode: ``zoom`` or ``canvas`` (shapes data).
+        writer: Optional TensorBoard ``SummaryWriter``; top-1 per strategy against resolution.
+
+    Returns:
+        Metric rows as in DESIGN section 5 (``top1``/``top5`` in percent, ``retention``).
+    """
+    model = module.model
+    train_res = int(datamodule.train_resolution)
+    resolutions = [int(r) for r in (resolutions or default_resolutions(model, train_res))]
+    check_eval_settings(model, resolutions, strategies)
+    combos = [(s, bool(g), r) for s in strategies for g in logn for r in resolutions]
+    rows: list[dict] = []
+    show = trainer.is_global_zero and not os.environ.get("VIT_ROPE_NO_PROGRESS")
+    with Progress(disable=not show, transient=False) as progress:
+        task = progress.add_task("evaluating", total=len(combos))
+        for strategy, use_logn, res in combos:
+            label = f"{strategy}{'+logn' if use_logn else ''} @ {res}"
+            progress.update(task, description=label)
+            row = {"resolution": res, "strategy": strategy, "logn": use_logn, "mode": mode}
+            if not model.strategy_applies(strategy):
+                row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a")
+            else:
+                loader = datamodule.eval_dataloader(res, mode=mode)
+                with model.use_strategy(strategy, logn=use_logn):
+                    out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
+                row.update(
+                    top1=round(float(out["val/top1"]), 4),
+                    top5=round(float(out["val/top5"]), 4),
+                    loss=round(float(out["val/loss"]), 6),
+                    n=int(out["val/n"]),
+                )
+                if writer is not None:
+                    writer.add_scalar(f"eval_top1/{strategy}{'_logn' if use_logn else ''}", row["top1"], res)
+            rows.append(row)
+            progress.advance(task)
+    add_retention(rows, train_res)
+    return rows
+
+
+def add_retention(rows: list[dict], train_resolution: int) -> None:
+    """``retention`` = top-1 / top-1 at the training resolution with the same strategy and logn."""
+    base = {
+        (r["strategy"], r["logn"]): r["top1"]
+        for r in rows
+        if r["resolution"] == train_resolution and r["top1"] is not None
+    }
+    for r in rows:
+        ref = base.get((r["strategy"], r["logn"]))
+        if r["top1"] is None or not ref:
+            r["retention"] = None
+        else:
+            r["retention"] = round(r["top1"] / ref, 4)
+
+
+def write_results(path: str | Path, run: dict, metrics: list[dict]) -> Path:
+    """Write ``results.json`` (DESIGN section 5) atomically: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()} for m in metrics]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"run": run, "metrics": clean}, indent=2))
+    tmp.replace(path)
+    return path
+
+
+__all__ = [
+    "EvalConfigError",
+    "PositionConfigError",
+    "add_retention",
+    "check_eval_settings",
+    "default_resolutions",
+    "evaluate",
+    "write_results",
+]

@@ -1,0 +1,212 @@
+"""What ``train.py`` and ``eval.py`` do, as plain functions of a Hydra config.
+
+``train(cfg)``: seed, build data and model, fit, validate, then run the evaluation of
+:mod:`vit_rope.evaluate` and write ``results.json`` and the run's table and plot.
+``evaluate_model(cfg)``: the same evaluation for a checkpoint, a run directory or a timm model.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vit_rope.errors import ConfigError
+from vit_rope.evaluate import evaluate, write_results
+from vit_rope.module import ClassificationModule
+
+RESULTS = "results.json"
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The Hydra run directory (or ``cfg.output_dir`` when called outside Hydra)."""
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def build_datamodule(data_cfg: DictConfig | dict) -> Any:
+    """Instantiate the data group: ``_target_`` is the class, ``name`` is only a label."""
+    args = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    target = args.pop("_target_")
+    args.pop("name", None)
+    return get_class(target)(**args)
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def resolve_checkpoint(path: str | None) -> str | None:
+    """A checkpoint file, or a run directory whose ``checkpoints/last.ckpt`` is taken."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        last = p / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(f"ckpt_path '{path}' is a directory without checkpoints/last.ckpt; give a .ckpt file.")
+        return str(last)
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path '{path}' does not exist; give a .ckpt file or a run directory.")
+    return str(p)
+
+
+def _instantiate_all(group: Any) -> list:
+    if not group:
+        return []
+    return [instantiate(v) for v in group.values() if v is not None and "_target_" in v]
+
+
+def _run_info(cfg: DictConfig, datamodule: Any, mode: str) -> dict:
+    overrides = []
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra
+        pass
+    return {
+        "pos_embed": cfg.pos_embed.name,
+        "model": cfg.model.name,
+        "data": cfg.data.get("name", "?"),
+        "train_resolution": int(datamodule.train_resolution),
+        "mode": mode,
+        "seed": int(cfg.seed),
+        "overrides": overrides,
+    }
+
+
+def eval_trainer(trainer_cfg: DictConfig) -> L.Trainer:
+    """A quiet trainer with the training run's hardware settings, used by the evaluation."""
+    keep = {"accelerator", "devices", "num_nodes", "strategy", "precision"}
+    args = {k: v for k, v in _plain(trainer_cfg).items() if k in keep}
+    return L.Trainer(
+        **args, logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False
+    )
+
+
+def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: Any, out: Path, logger: Any) -> dict:
+    """Evaluate, then write results.json, the run's comparison table and plot, and TensorBoard scalars."""
+    ev = cfg.eval
+    trainer = eval_trainer(cfg.trainer)
+    writer = getattr(logger, "experiment", None) if logger is not None else None
+    rows = evaluate(
+        module,
+        datamodule,
+        trainer,
+        resolutions=list(ev.resolutions) if ev.resolutions else None,
+        strategies=list(ev.strategies),
+        logn=list(ev.logn),
+        mode=ev.mode,
+        writer=writer if trainer.is_global_zero else None,
+    )
+    result = {"run": _run_info(cfg, datamodule, ev.mode), "metrics": rows}
+    if trainer.is_global_zero:
+        write_results(out / RESULTS, result["run"], rows)
+        _report(out, writer)
+    return result
+
+
+def _report(out: Path, writer: Any) -> None:
+    """Print the run's table and write its plot; also log the plot to TensorBoard."""
+    from vit_rope.report import write_comparison
+
+    paths = write_comparison(out)
+    png = paths.get("png") if isinstance(paths, dict) else None
+    if writer is not None and png and Path(png).is_file():
+        import numpy as np
+        from PIL import Image
+
+        image = np.asarray(Image.open(png).convert("RGB"))
+        writer.add_image("eval/comparison", image, dataformats="HWC")
+
+
+def _guard_output_dir(out: Path, resuming: bool) -> None:
+    """Never train over the results or checkpoints of another run."""
+    taken = [p for p in (out / RESULTS, out / "checkpoints" / "last.ckpt") if p.exists()]
+    if taken and not resuming:
+        raise ConfigError(
+            f"Run directory '{out}' already holds {taken[0].name}; choose a new hydra.run.dir "
+            f"or resume with ckpt_path={out}."
+        )
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one model as configured; returns the final validation metrics (and results)."""
+    out = output_dir(cfg)
+    ckpt = resolve_checkpoint(cfg.get("ckpt_path"))
+    _guard_output_dir(out, resuming=ckpt is not None)
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+
+    datamodule = build_datamodule(cfg.data)
+    module = ClassificationModule(
+        model=_plain(cfg.model),
+        pos_embed=_plain(cfg.pos_embed),
+        num_classes=datamodule.num_classes,
+        resolution=int(datamodule.train_resolution),
+        vocab_size=getattr(datamodule, "vocab_size", None),
+        compile=bool(cfg.compile),
+        **_plain(cfg.optim),
+    )
+    n_params = sum(p.numel() for p in module.model.parameters())
+    print(f"{cfg.model.name} + {cfg.pos_embed.name}: {n_params / 1e6:.2f}M parameters")
+
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=out)
+    for lg in loggers:
+        lg.log_hyperparams(_flatten(_plain(cfg)))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    if trainer.interrupted:
+        raise ConfigError("Training was interrupted; resume with ckpt_path pointing at this run directory.")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if cfg.trainer.get("fast_dev_run") or not cfg.get("evaluate", True):
+        return {"val": metrics}
+    result = run_evaluation(cfg, module, datamodule, out, loggers[0] if loggers else None)
+    result["run"]["val_top1"] = metrics.get("val/top1")
+    if trainer.is_global_zero:
+        write_results(out / RESULTS, result["run"], result["metrics"])
+    return {"val": metrics, **result}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return flat
+
+
+def run_main(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Call ``fn(cfg)``; a :class:`ConfigError` (or a non-finite loss) ends in one sentence on
+    stderr, an ``error.txt`` in the run directory, and exit status 2 instead of a traceback."""
+    try:
+        return fn(cfg)
+    except (ConfigError, FloatingPointError) as err:
+        message = str(err)
+    except Exception as err:  # noqa: BLE001  a bug: keep the traceback, also record it for the sweep report
+        _record_error(cfg, f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}")
+        raise
+    print(f"error: {message}", file=sys.stderr)
+    _record_error(cfg, message)
+    sys.exit(2)
+
+
+def _record_error(cfg: DictConfig, text: str) -> None:
+    try:
+        out = output_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "error.txt").write_text(text.rstrip() + "\n")
+    except Exception:  # noqa: BLE001  never hide the real error behind this one
+        pass
