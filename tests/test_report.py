@@ -1,0 +1,283 @@
+"""The comparison report: results.json trees -> comparison.csv / .md / .png (DESIGN section 5)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from vit_rope.errors import ConfigError
+from vit_rope.report import (
+    ComparisonCallback,
+    ResultsFormatError,
+    collect_runs,
+    load_results,
+    main,
+    write_comparison,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESOLUTIONS = (32, 48, 64)
+TRAIN_RES = 32
+
+
+def metric(res: int, strategy: str, logn: bool, top1: float | None) -> dict:
+    if top1 is None:
+        return {"resolution": res, "strategy": strategy, "logn": logn, "top1": None, "top5": None, "loss": None,
+                "n": 100, "retention": None, "note": "n/a"}  # fmt: skip
+    return {"resolution": res, "strategy": strategy, "logn": logn, "top1": top1, "top5": 99.0, "loss": 0.5,
+            "n": 100, "retention": 1.0}  # fmt: skip
+
+
+def make_job(
+    sweep: Path, name: str, overrides: list[str], results: dict | None = None, error: str | None = None
+) -> Path:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    pos_embed = overrides[0].split("=")[1]
+    (job / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"seed": 0, "pos_embed": {"name": pos_embed}, "data": {"img_size": TRAIN_RES}})
+    )
+    (job / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump(
+            {"hydra": {"runtime": {"choices": {"pos_embed": pos_embed, "model": "vit_micro", "data": "shapes"}}}}
+        )
+    )
+    if results is not None:
+        (job / "results.json").write_text(json.dumps(results))
+    if error is not None:
+        (job / "error.txt").write_text(error)
+    return job
+
+
+def results(pos_embed: str, metrics: list[dict], seed: int = 0) -> dict:
+    run = {"pos_embed": pos_embed, "model": "vit_micro", "data": "shapes", "mode": "zoom",
+           "train_resolution": TRAIN_RES, "seed": seed, "overrides": [f"pos_embed={pos_embed}", f"seed={seed}"]}  # fmt: skip
+    return {"run": run, "metrics": metrics}
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """rope_axial (every strategy, logn on and off), sincos (ntk/yarn n/a), one failed and one unfinished job."""
+    sweep = tmp_path / "multirun" / "2026-11-23" / "10-00-00"
+    rope = [
+        metric(r, s, logn, 90.0 - (r - TRAIN_RES) / 4 + (3.0 if logn else 0.0))
+        for r in RESOLUTIONS
+        for s in ("extrapolate", "interpolate", "ntk", "yarn")
+        for logn in (False, True)
+    ]
+    sincos = [
+        metric(r, s, False, None if s in ("ntk", "yarn") else 80.0 - (r - TRAIN_RES) / 2)
+        for r in RESOLUTIONS
+        for s in ("extrapolate", "interpolate", "ntk", "yarn")
+    ]
+    make_job(sweep, "0_rope_axial", ["pos_embed=rope_axial"], results("rope_axial", rope))
+    make_job(sweep, "1_sincos", ["pos_embed=sincos"], results("sincos", sincos))
+    make_job(
+        sweep,
+        "2_ape",
+        ["pos_embed=ape", "data.img_size=30"],
+        error="Image size 30 is not divisible by the patch size 4; use a multiple of 4.\nTraceback ...",
+    )
+    make_job(sweep, "10_rope_mixed", ["pos_embed=rope_mixed"])  # killed: .hydra/ only
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    return sweep
+
+
+def table_rows(md: str) -> list[list[str]]:
+    """Body rows of every markdown table, as lists of cells."""
+    lines = [ln for ln in md.splitlines() if ln.startswith("|") and not ln.startswith("|---")]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    return [r for r in rows if r[0] != "encoding"]
+
+
+def test_collect_runs_lists_failed_and_unfinished(sweep: Path) -> None:
+    runs = collect_runs(sweep)
+    assert [r.run_dir.name for r in runs] == ["0_rope_axial", "1_sincos", "2_ape", "10_rope_mixed"]
+    assert [r.status for r in runs] == ["ok", "ok", "failed", "unfinished"]
+    failed = runs[2]
+    assert failed.error == "Image size 30 is not divisible by the patch size 4; use a multiple of 4."
+    assert failed.overrides == ["pos_embed=ape", "data.img_size=30"]
+    assert failed.run["pos_embed"] == "ape" and failed.run["train_resolution"] == TRAIN_RES
+    assert runs[3].run["pos_embed"] == "rope_mixed" and "no results.json" in runs[3].error
+
+
+def test_write_comparison(sweep: Path, capsys: pytest.CaptureFixture) -> None:
+    paths = write_comparison(sweep)
+    assert set(paths) == {"csv", "md", "png"}
+    assert all(p.parent == sweep and p.is_file() for p in paths.values())
+
+    # csv: every metric row of the finished runs, plus one row per failed/unfinished run
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 4 * 2 + 3 * 4 + 2
+    assert rows[0].keys() >= {"run_dir", "pos_embed", "resolution", "strategy", "logn", "top1", "status", "error"}
+    na = [r for r in rows if r["note"] == "n/a"]
+    assert len(na) == 3 * 2 and all(r["pos_embed"] == "sincos" and r["top1"] == "" for r in na)
+    failed = [r for r in rows if r["status"] != "ok"]
+    assert [(r["run_dir"], r["status"]) for r in failed] == [("2_ape", "failed"), ("10_rope_mixed", "unfinished")]
+    assert failed[0]["error"].startswith("Image size 30")
+
+    # md: one row per encoding x strategy(+logn), extrapolate rows first, n/a where it does not apply
+    md = paths["md"].read_text()
+    body = table_rows(md)
+    labels = [(r[0], r[1]) for r in body]
+    expected = {
+        ("rope_axial", s + suffix) for s in ("extrapolate", "interpolate", "ntk", "yarn") for suffix in ("", "+logn")
+    }
+    expected |= {("sincos", s) for s in ("extrapolate", "interpolate", "ntk", "yarn")}
+    assert len(labels) == len(set(labels)) == len(expected) and set(labels) == expected
+    assert [r[1] for r in body[:3]] == ["extrapolate", "extrapolate", "extrapolate+logn"]
+    assert "| encoding | strategy | 32 (train) | 48 | 64 |" in md
+    cells = {(r[0], r[1]): r[2:] for r in body}
+    assert cells[("sincos", "ntk")] == ["n/a"] * 3 and cells[("sincos", "yarn")] == ["n/a"] * 3
+    assert cells[("rope_axial", "extrapolate")] == ["90.0", "86.0", "82.0"]
+    assert cells[("rope_axial", "extrapolate+logn")] == ["93.0", "89.0", "85.0"]
+    assert cells[("sincos", "interpolate")] == ["80.0", "72.0", "64.0"]
+    assert "±" not in md
+    failures = md.split("## Failed or unfinished runs (2)")[1]
+    assert "`2_ape` **failed**: `pos_embed=ape data.img_size=30`: Image size 30 is not divisible" in failures
+    assert "`10_rope_mixed` **unfinished**: `pos_embed=rope_mixed`" in failures
+    assert "Traceback" not in md
+
+    with Image.open(paths["png"]) as im:
+        im.verify()
+        assert im.format == "PNG" and im.size[0] > 0 and im.size[1] > 0
+    assert "rope_axial" in capsys.readouterr().out  # the table went to the terminal
+
+
+def test_seeds_are_averaged(tmp_path: Path) -> None:
+    for seed, top1 in ((0, 80.0), (1, 84.0)):
+        m = [metric(TRAIN_RES, "extrapolate", False, top1), metric(64, "extrapolate", False, top1 - 10)]
+        make_job(tmp_path, f"{seed}", ["pos_embed=rope_mixed", f"seed={seed}"], results("rope_mixed", m, seed=seed))
+    md = write_comparison(tmp_path, out_dir=tmp_path / "report", echo=False)["md"].read_text()
+    # mean 82.0, sample std sqrt(((80-82)^2 + (84-82)^2) / 1) = 2.83
+    assert table_rows(md) == [["rope_mixed", "extrapolate", "82.0 ± 2.8", "72.0 ± 2.8"]]
+    assert "mean ± std (sample std) over the 2 runs" in md and "seeds 0, 1" in md
+
+
+def test_groups_differ_in_data(tmp_path: Path) -> None:
+    a = results("rope_axial", [metric(TRAIN_RES, "extrapolate", False, 70.0)])
+    b = results("rope_axial", [metric(TRAIN_RES, "extrapolate", False, 60.0)])
+    b["run"]["data"] = "imagefolder"
+    make_job(tmp_path, "0", ["pos_embed=rope_axial"], a)
+    make_job(tmp_path, "1", ["pos_embed=rope_axial", "data=imagefolder"], b)
+    md = write_comparison(tmp_path, echo=False)["md"].read_text()
+    assert "## imagefolder · vit_micro · zoom mode, trained at 32" in md
+    assert "## shapes · vit_micro · zoom mode, trained at 32" in md
+    assert table_rows(md) == [["rope_axial", "extrapolate", "60.0"], ["rope_axial", "extrapolate", "70.0"]]
+
+
+def test_load_results_names_malformed_file(tmp_path: Path) -> None:
+    good = results("rope_axial", [metric(TRAIN_RES, "extrapolate", False, 70.0)])
+    path = tmp_path / "run" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(good))
+    assert load_results(path.parent) == good
+    bad = json.loads(json.dumps(good))
+    bad["metrics"][0]["top1"] = None  # null without a note
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ResultsFormatError, match=r"results.json: metrics\[0\].top1 is null without a \"note\""):
+        load_results(path)
+    path.write_text("{not json")
+    with pytest.raises(ResultsFormatError, match="Malformed results file .*results.json: not readable as JSON"):
+        load_results(path)
+    # in a tree, the malformed run is listed as failed with that message, not dropped
+    (run,) = collect_runs(tmp_path)
+    assert run.status == "failed" and "not readable as JSON" in run.error
+
+
+def test_no_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No runs under"):
+        collect_runs(tmp_path)
+
+
+def test_cli_missing_dir(tmp_path: Path) -> None:
+    target = tmp_path / "multirun" / "nope"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vit_rope.report", str(target)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 2
+    assert f"Directory '{target}' does not exist" in proc.stderr
+    assert "multirun/2026-11-23/10-00-00" in proc.stderr  # the fix
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_empty_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"No runs under '{tmp_path}'" in err and "multirun/2026-11-23/10-00-00" in err
+
+
+def test_cli_writes_files(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    assert "rope_axial" in capsys.readouterr().out
+    assert all((out / n).is_file() for n in ("comparison.csv", "comparison.md", "comparison.png"))
+    assert not (sweep / "comparison.md").exists()
+
+
+def test_callback_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Config:  # on_multirun_end only reads config.hydra.sweep.dir
+        class hydra:
+            class sweep:
+                dir = str(tmp_path / "missing")
+
+    ComparisonCallback().on_multirun_end(Config())
+    assert "Could not write the comparison" in caplog.text and "does not exist" in caplog.text
+
+
+def test_callback_in_hydra_sweep_with_failing_job(tmp_path: Path) -> None:
+    """A real `-m` sweep where one job raises: Hydra skips on_multirun_end, the per-job update still
+    leaves a comparison that names the failure."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        textwrap.dedent(
+            """
+            import json
+            import hydra
+            from hydra.core.hydra_config import HydraConfig
+
+            @hydra.main(version_base=None, config_path=None)
+            def main(cfg):
+                if cfg.pos_embed == "bad":
+                    raise ValueError("Unknown position encoding 'bad'; choose one of rope_axial, ape.")
+                run = {"pos_embed": cfg.pos_embed, "model": "vit_micro", "data": "shapes",
+                       "train_resolution": 32, "seed": 0, "overrides": list(HydraConfig.get().overrides.task)}
+                metrics = [{"resolution": 32, "strategy": "extrapolate", "logn": False, "top1": 50.0,
+                            "top5": 90.0, "loss": 1.0, "n": 10, "retention": 1.0}]
+                out = HydraConfig.get().runtime.output_dir
+                with open(out + "/results.json", "w") as f:
+                    json.dump({"run": run, "metrics": metrics}, f)
+
+            main()
+            """
+        )
+    )
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(app),
+            "-m",
+            "+pos_embed=rope_axial,bad,ape",
+            f"hydra.sweep.dir={sweep}",
+            "+hydra.callbacks.comparison._target_=vit_rope.report.ComparisonCallback",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0  # Hydra re-raises the failed job after the batch
+    md = (sweep / "comparison.md").read_text()
+    assert [r[0] for r in table_rows(md)] == ["ape", "rope_axial"]
+    assert "`1` **failed**: `+pos_embed=bad`: ValueError: Unknown position encoding 'bad'" in md
+    assert (sweep / "comparison.png").is_file()
