@@ -81,6 +81,7 @@ class ClassificationModule(L.LightningModule):
         label_smoothing: Smoothing of the hard-label loss (and of Mixup targets).
         mixup, cutmix: timm Mixup/CutMix alphas (0 disables).
         compile: Run ``torch.compile`` on the model for training and validation.
+        net: Use this model instead of building one from ``model`` and ``pos_embed``.
     """
 
     def __init__(
@@ -99,10 +100,12 @@ class ClassificationModule(L.LightningModule):
         mixup: float = 0.0,
         cutmix: float = 0.0,
         compile: bool = False,
+        net: Transformer | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.model = build_model(model, pos_embed, num_classes, resolution, vocab_size)
+        self.save_hyperparameters(ignore=["net"])
+        # ``net``: an already built model (e.g. converted from timm) instead of the config's.
+        self.model = net if net is not None else build_model(model, pos_embed, num_classes, resolution, vocab_size)
         self.mixup = None
         if mixup > 0 or cutmix > 0:
             self.mixup = Mixup(

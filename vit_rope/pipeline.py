@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -200,7 +201,18 @@ def run_main(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         raise
     print(f"error: {message}", file=sys.stderr)
     _record_error(cfg, message)
+    if _in_multirun():
+        # Hydra stops a sweep at a SystemExit; returning lets the other jobs run, and the
+        # comparison lists this one as failed from its error.txt.
+        return None
     sys.exit(2)
+
+
+def _in_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
 
 
 def _record_error(cfg: DictConfig, text: str) -> None:
@@ -210,3 +222,102 @@ def _record_error(cfg: DictConfig, text: str) -> None:
         (out / "error.txt").write_text(text.rstrip() + "\n")
     except Exception:  # noqa: BLE001  never hide the real error behind this one
         pass
+
+
+# ------------------------------------------------------------------------------------------------
+# eval.py
+# ------------------------------------------------------------------------------------------------
+
+
+def _run_config(ckpt: str) -> DictConfig:
+    """The training config saved by Hydra next to a checkpoint (``RUN/checkpoints/x.ckpt``)."""
+    run = Path(ckpt).resolve().parent.parent
+    path = run / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"No training config at '{path}' for checkpoint '{ckpt}'; evaluate a checkpoint inside the "
+            "run directory that train.py wrote."
+        )
+    return OmegaConf.load(path)
+
+
+def _merge_data(run_data: DictConfig, overrides: DictConfig | None) -> DictConfig:
+    data = OmegaConf.to_container(run_data, resolve=False)
+    for key, value in (_plain(overrides) or {}).items():
+        if value is not None:
+            data[key] = value
+    return OmegaConf.create(data)
+
+
+def _load_module(ckpt: str) -> ClassificationModule:
+    try:
+        return ClassificationModule.load_from_checkpoint(ckpt, map_location="cpu")
+    except RuntimeError as err:
+        if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err):
+            raise ConfigError(
+                f"Checkpoint '{ckpt}' does not match the model config saved with it ({str(err).splitlines()[0]}); "
+                "evaluate it with the run's own config."
+            ) from None
+        raise
+    except (EOFError, OSError, KeyError) as err:
+        raise ConfigError(
+            f"Checkpoint '{ckpt}' cannot be read ({type(err).__name__}: {err}); give a .ckpt file."
+        ) from None
+
+
+def evaluate_model(cfg: DictConfig) -> dict:
+    """``eval.py``: evaluate a checkpoint, a run directory or a timm model; or compare runs."""
+    if cfg.get("compare"):
+        from vit_rope.report import write_comparison
+
+        return {"comparison": write_comparison(cfg.compare)}
+    sources = [k for k in ("ckpt_path", "run_dir", "timm_model") if cfg.get(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"eval.py needs exactly one model source, got {sources or 'none'}; "
+            "set one of ckpt_path=PATH, run_dir=DIR or timm_model=NAME (or compare=DIR)."
+        )
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    L.seed_everything(cfg.seed, workers=True)
+    out = output_dir(cfg)
+    if cfg.get("timm_model"):
+        from vit_rope.vit import from_timm
+
+        model = from_timm(cfg.timm_model, cfg.get("timm_checkpoint"))
+        if not cfg.data.get("root"):
+            raise ConfigError("timm models are evaluated on an image folder; set data.root=/path/with/train_and_val.")
+        data = _merge_data(
+            OmegaConf.create({"_target_": "vit_rope.data.ImageFolderDataModule", "name": "imagefolder"}), cfg.data
+        )
+        data.img_size = int(model.img_size[0])
+        datamodule = build_datamodule(data)
+        module = ClassificationModule(
+            model={"name": cfg.timm_model},
+            pos_embed={"name": model.encoding_name},
+            num_classes=model.num_classes,
+            resolution=int(model.img_size[0]),
+            net=model,
+        )
+        train_cfg = OmegaConf.create(
+            {
+                "pos_embed": {"name": model.encoding_name},
+                "model": {"name": cfg.timm_model},
+                "data": data,
+                "seed": cfg.seed,
+            }
+        )
+    else:
+        ckpt = resolve_checkpoint(cfg.get("ckpt_path") or cfg.get("run_dir"))
+        train_cfg = _run_config(ckpt)
+        train_cfg.data = _merge_data(train_cfg.data, cfg.data)
+        datamodule = build_datamodule(train_cfg.data)
+        module = _load_module(ckpt)
+    if getattr(datamodule, "num_classes", module.hparams.num_classes) != module.hparams.num_classes:
+        raise ConfigError(
+            f"The data has {datamodule.num_classes} classes but the model predicts {module.hparams.num_classes}; "
+            "select the same classes as in training (data.classes)."
+        )
+    module.eval()
+    run_cfg = OmegaConf.merge(train_cfg, {"eval": cfg.eval, "trainer": cfg.trainer})
+    loggers = _instantiate_all(cfg.get("logger"))
+    return run_evaluation(run_cfg, module, datamodule, out, loggers[0] if loggers else None)
