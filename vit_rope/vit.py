@@ -142,7 +142,7 @@ class Transformer(nn.Module):
             )
 
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]  # stochastic depth decay rule
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth decay rule
         self.blocks = nn.ModuleList(
             [
                 Block(

@@ -1,0 +1,218 @@
+"""Training: configs compose and instantiate; train.py runs, resumes, sweeps and evaluates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT, TINY, read_results, run_cli
+from vit_rope.module import ClassificationModule, build_model, cosine_with_warmup
+from vit_rope.rope import STRATEGIES
+
+CONF = ROOT / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
+
+
+@pytest.mark.parametrize("pos_embed", group_options("pos_embed"))
+def test_every_pos_embed_config_composes_and_instantiates(pos_embed):
+    cfg = compose_train(f"pos_embed={pos_embed}", "model.embed_dim=32", "model.depth=1", "model.num_heads=2")
+    model = build_model(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.pos_embed), 4, 32)
+    assert model.encoding_name == pos_embed
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+
+
+@pytest.mark.parametrize("model_name", [m for m in group_options("model") if m != "text_micro"])
+def test_every_model_config_composes_and_instantiates(model_name):
+    cfg = compose_train(f"model={model_name}")
+    model_cfg = OmegaConf.to_container(cfg.model)
+    with torch.device("meta"):  # the large sizes need no memory on the meta device
+        model = build_model(
+            model_cfg, OmegaConf.to_container(cfg.pos_embed), 10, 224 if model_cfg["patch_size"] == 16 else 32
+        )
+    assert model.embed_dim == model_cfg["embed_dim"] and len(model.blocks) == model_cfg["depth"]
+
+
+def test_text_model_config_instantiates():
+    cfg = compose_train("model=text_micro", "data=sequences", "pos_embed=rope1d")
+    model = build_model(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.pos_embed), 4, 64, vocab_size=32)
+    assert model(torch.randint(0, 32, (2, 64))).shape == (2, 4)
+
+
+@pytest.mark.parametrize("group", ["data", "trainer", "callbacks", "logger", "experiment", "debug", "optim", "eval"])
+def test_every_group_option_composes(group):
+    for option in group_options(group):
+        overrides = [f"{group}={option}"]
+        if group == "data" and option == "imagefolder" or group == "experiment":
+            overrides.append("data.root=/nonexistent")
+        cfg = compose_train(*overrides)
+        assert cfg.pos_embed.name and cfg.model.name
+
+
+def test_eval_config_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=["ckpt_path=x.ckpt", "eval.resolutions=[32,64]"])
+    assert list(cfg.eval.strategies) == list(STRATEGIES) and list(cfg.eval.resolutions) == [32, 64]
+
+
+def test_schedule_warmup_then_cosine():
+    lrs = [cosine_with_warmup(s, warmup=10, total=110, min_ratio=0.01) for s in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.01, abs=1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_no_weight_decay_groups():
+    module = ClassificationModule(
+        model={"name": "vit_micro", "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2},
+        pos_embed={"name": "rope_mixed_ape"},
+        num_classes=4,
+        resolution=32,
+    )
+
+    class _T:  # the bits of a Trainer that configure_optimizers reads
+        estimated_stepping_batches = 100
+        max_epochs = 2
+
+    module.trainer = _T()  # type: ignore[assignment]
+    opt = module.configure_optimizers()["optimizer"]
+    decay = {id(p) for p in opt.param_groups[0]["params"]}
+    named = dict(module.model.named_parameters())
+    for name in ("rope.freqs", "abs_pos.pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"):
+        assert id(named[name]) not in decay, name
+    assert id(named["blocks.0.attn.qkv.weight"]) in decay and opt.param_groups[1]["weight_decay"] == 0.0
+
+
+# -- the real command line ---------------------------------------------------------------------
+
+
+def test_fast_dev_run_on_shapes(tmp_path):
+    proc = run_cli("train.py", "debug=fast_dev_run", *TINY, f"hydra.run.dir={tmp_path}")
+    assert "parameters" in proc.stdout
+
+
+def test_fast_dev_run_on_image_folder(tmp_path, image_tree):
+    run_cli(
+        "train.py",
+        "debug=fast_dev_run",
+        "data=imagefolder",
+        f"data.root={image_tree}",
+        "data.img_size=32",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.classes=first:2",
+        "model.patch_size=8",
+        "model.embed_dim=32",
+        "model.depth=1",
+        "model.num_heads=2",
+        f"hydra.run.dir={tmp_path}",
+    )
+
+
+def test_resume_from_last_ckpt_continues_at_right_epoch_and_step(tmp_path):
+    first = tmp_path / "first"
+    run_cli("train.py", *TINY, "trainer.max_epochs=1", "evaluate=false", f"hydra.run.dir={first}")
+    ckpt = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    steps_per_epoch = ckpt["global_step"]
+    assert ckpt["epoch"] == 0 and steps_per_epoch == 4  # 256 / 64
+    second = tmp_path / "second"
+    run_cli(
+        "train.py", *TINY, "trainer.max_epochs=2", "evaluate=false", f"ckpt_path={first}", f"hydra.run.dir={second}"
+    )
+    resumed = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * steps_per_epoch
+    # the earlier run's files are untouched
+    assert (first / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_sweep_over_two_encodings_writes_comparison(tmp_path):
+    """A two-job -m run in a subprocess; the comparison has one row per encoding and strategy."""
+    run_cli(
+        "train.py",
+        "-m",
+        "pos_embed=ape,rope_axial",
+        *TINY,
+        "trainer.max_epochs=1",
+        "eval.resolutions=[32,64]",
+        "eval.strategies=[extrapolate,ntk]",
+        "eval.logn=[false]",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    runs = sorted(p.parent for p in tmp_path.glob("*/results.json"))
+    assert [p.name for p in runs] == ["0_ape", "1_rope_axial"]
+    md = (tmp_path / "comparison.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ape") or line.startswith("| rope_axial")]
+    assert len(rows) == 4, md  # 2 encodings x 2 strategies
+    assert any("n/a" in r for r in rows if r.startswith("| ape") and "ntk" in r)
+    from PIL import Image
+
+    with Image.open(tmp_path / "comparison.png") as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+    assert (tmp_path / "comparison.csv").read_text().count("\n") == 1 + 2 * 2 * 2  # header + runs x res x strategies
+
+
+def test_train_evaluates_at_2x_and_matches_logged_validation(tmp_path):
+    run_cli(
+        "train.py",
+        *TINY,
+        "trainer.max_epochs=2",
+        "eval.resolutions=[32,64]",
+        f"hydra.run.dir={tmp_path}",
+    )
+    results = read_results(tmp_path)
+    check_results_schema(results)
+    rows = {(m["resolution"], m["strategy"], m["logn"]): m for m in results["metrics"]}
+    assert len(rows) == 2 * 4 * 2
+    base = rows[(32, "extrapolate", False)]
+    # the evaluation at the training resolution is the validation that training logged
+    assert base["top1"] == pytest.approx(results["run"]["val_top1"], abs=1e-3)
+    assert base["n"] == 128
+    for (res, strategy, logn), m in rows.items():
+        if m["top1"] is not None:
+            ref = rows[(32, strategy, logn)]["top1"]
+            assert m["retention"] == pytest.approx(m["top1"] / ref, abs=1e-3)
+    # evaluating the checkpoint again through eval.py gives the same numbers
+    again = tmp_path / "again"
+    run_cli(
+        "eval.py", f"ckpt_path={tmp_path}/checkpoints/last.ckpt", "eval.resolutions=[32,64]", f"hydra.run.dir={again}"
+    )
+    second = {(m["resolution"], m["strategy"], m["logn"]): m["top1"] for m in read_results(again)["metrics"]}
+    assert second == {k: m["top1"] for k, m in rows.items()}
+
+
+def check_results_schema(results: dict) -> None:
+    """DESIGN section 5."""
+    run = results["run"]
+    for key, kind in [("pos_embed", str), ("model", str), ("data", str), ("train_resolution", int), ("seed", int)]:
+        assert isinstance(run[key], kind), key
+    assert isinstance(run["overrides"], list)
+    for m in results["metrics"]:
+        assert isinstance(m["resolution"], int) and m["strategy"] in STRATEGIES and isinstance(m["logn"], bool)
+        if m["top1"] is None:
+            assert m["note"] == "n/a"
+        else:
+            assert 0 <= m["top1"] <= m["top5"] <= 100 and m["n"] > 0 and m["loss"] >= 0
+    json.dumps(results)
+
+
+def test_results_na_entries_for_ape(tmp_path):
+    run_cli(
+        "train.py", *TINY, "pos_embed=ape", "trainer.max_epochs=1", "eval.resolutions=[64]", f"hydra.run.dir={tmp_path}"
+    )
+    results = read_results(tmp_path)
+    check_results_schema(results)
+    na = {(m["strategy"]) for m in results["metrics"] if m.get("note") == "n/a"}
+    assert na == {"ntk", "yarn"}
+    assert Path(tmp_path / "comparison.png").is_file()
