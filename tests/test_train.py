@@ -179,7 +179,7 @@ def test_train_evaluates_at_2x_and_matches_logged_validation(tmp_path):
     # the evaluation at the training resolution is the validation that training logged
     assert base["top1"] == pytest.approx(results["run"]["val_top1"], abs=1e-3)
     assert base["n"] == 128
-    for (res, strategy, logn), m in rows.items():
+    for (_res, strategy, logn), m in rows.items():
         if m["top1"] is not None:
             ref = rows[(32, strategy, logn)]["top1"]
             assert m["retention"] == pytest.approx(m["top1"] / ref, abs=1e-3)

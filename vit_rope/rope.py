@@ -180,23 +180,55 @@ def rotary_angles(pos: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "interleaved"):
+def apply_rotary(
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    layout: str = "interleaved",
+    inplace: bool = False,
+) -> torch.Tensor:
     """Rotate pair ``j`` of the last dim of ``x`` by the angle whose cos/sin are ``cos[..., j]``.
 
+    The rotation is one complex multiplication, ``(x0 + i x1) * (cos + i sin)``, in at least
+    float32: a single kernel forward and backward. When the two channels of each pair are adjacent
+    in memory (``interleaved``, float32 or float64) ``x`` is read as complex numbers in place, so
+    the only tensor written is the result, or nothing new at all with ``inplace``.
+
     Args:
-        x: ``(..., N, d)``.
+        x: ``(..., N, d)``; any strides (a view of the fused qkv projection is fine).
         cos, sin: ``(..., N, d/2)``, broadcastable to ``x``'s leading dims.
         layout: ``interleaved`` (pair ``j`` = channels ``2j, 2j+1``; timm and the RoPE-ViT
             checkpoints) or ``half`` (pair ``j`` = channels ``j, j + d/2``; GPT-NeoX / LLaMA).
+        inplace: Write the result into ``x`` (autograd-safe: ``x`` may be a view of a
+            projection's output) and return ``x``.
 
     Returns:
         Rotated tensor, same shape and dtype as ``x``: ``(x0 cos - x1 sin, x1 cos + x0 sin)``.
     """
-    if layout == "interleaved":
-        x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
-        return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2).type_as(x)
-    x0, x1 = x.chunk(2, dim=-1)
-    return torch.cat((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).type_as(x)
+    work = torch.promote_types(x.dtype, torch.float32)
+    cis = torch.complex(cos.to(work), sin.to(work))  # e^{iT}, (..., N, d/2)
+    pairs = x.unflatten(-1, (2, -1)).transpose(-1, -2) if layout == "half" else x.unflatten(-1, (-1, 2))
+    if _viewable_as_complex(pairs):  # (..., d/2, 2) -> (..., d/2) complex, no copy
+        z = torch.view_as_complex(pairs)
+        if inplace:
+            z.mul_(cis)
+            return x
+        return torch.view_as_real(z * cis).flatten(-2)
+    rotated = torch.view_as_real(torch.view_as_complex(pairs.to(work).contiguous()) * cis)  # (..., d/2, 2)
+    if layout == "half":
+        rotated = rotated.transpose(-1, -2)
+    rotated = rotated.flatten(-2).to(x.dtype)
+    return x.copy_(rotated) if inplace else rotated
+
+
+def _viewable_as_complex(pairs: torch.Tensor) -> bool:
+    """Whether ``torch.view_as_complex`` can read ``(..., 2)`` pairs where they are."""
+    return (
+        pairs.dtype in (torch.float32, torch.float64)
+        and pairs.stride(-1) == 1
+        and (torch.compiler.is_compiling() or pairs.storage_offset() % 2 == 0)  # dynamo cannot read offsets
+        and all(s % 2 == 0 for s in pairs.stride()[:-1])
+    )
 
 
 # --------------------------------------------------------------------------------------------
