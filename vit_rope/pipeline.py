@@ -21,7 +21,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vit_rope.errors import ConfigError
-from vit_rope.evaluate import evaluate, write_results
+from vit_rope.evaluate import check_eval_settings, evaluate, write_results
 from vit_rope.module import ClassificationModule
 
 RESULTS = "results.json"
@@ -59,6 +59,30 @@ def resolve_checkpoint(path: str | None) -> str | None:
     if not p.is_file():
         raise ConfigError(f"ckpt_path '{path}' does not exist; give a .ckpt file or a run directory.")
     return str(p)
+
+
+def check_checkpoint_matches(module: ClassificationModule, ckpt: str) -> None:
+    """Refuse a checkpoint whose weights do not fit the configured model, in one sentence."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # noqa: BLE001  any unreadable file gets the same clear message
+        raise ConfigError(
+            f"Checkpoint '{ckpt}' cannot be read ({type(err).__name__}); give a .ckpt file from train.py."
+        ) from None
+    ours = module.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    shapes = [k for k in set(ours) & set(state) if ours[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        what = (
+            f"shape of {shapes[0]} is {tuple(state[shapes[0]].shape)}, the config gives {tuple(ours[shapes[0]].shape)}"
+            if shapes
+            else f"{'missing' if missing else 'unexpected'} weight {(missing or unexpected)[0]}"
+        )
+        raise ConfigError(
+            f"Checkpoint '{ckpt}' does not match the model config ({what}); resume with the same "
+            "model, pos_embed and data settings as the run that wrote it."
+        )
 
 
 def _instantiate_all(group: Any) -> list:
@@ -157,6 +181,11 @@ def train(cfg: DictConfig) -> dict:
         compile=bool(cfg.compile),
         **_plain(cfg.optim),
     )
+    if cfg.get("evaluate", True):  # refuse bad evaluation settings now, not after hours of training
+        resolutions = list(cfg.eval.resolutions) if cfg.eval.resolutions else []
+        check_eval_settings(module.model, resolutions, list(cfg.eval.strategies))
+    if ckpt is not None:
+        check_checkpoint_matches(module, ckpt)
     n_params = sum(p.numel() for p in module.model.parameters())
     print(f"{cfg.model.name} + {cfg.pos_embed.name}: {n_params / 1e6:.2f}M parameters")
 

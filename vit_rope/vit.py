@@ -31,7 +31,7 @@ from vit_rope.rope import PositionConfigError, Rotary, check_strategy, logn_atte
 
 # name -> (embed_dim, depth, num_heads); patch size and resolution are separate arguments.
 MODEL_SIZES: dict[str, dict] = {
-    "vit_micro": dict(embed_dim=128, depth=6, num_heads=4),  # CPU-sized, for the default run
+    "vit_micro": dict(embed_dim=64, depth=4, num_heads=4),  # CPU-sized: the default run takes minutes on 2 cores
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
     "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
