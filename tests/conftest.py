@@ -12,19 +12,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A model and data small enough for a few seconds of CPU per run.
-TINY = [
+# A model small enough for a few seconds of CPU per run, and quiet logs.
+MODEL_TINY = [
     "model.embed_dim=32",
     "model.depth=2",
     "model.num_heads=2",
-    "data.num_train=256",
-    "data.num_val=128",
-    "data.batch_size=64",
     "trainer.log_every_n_steps=1",
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",
     "~callbacks.progress_bar",
 ]
+# ... with a small shapes data set
+TINY = [*MODEL_TINY, "data.num_train=256", "data.num_val=128", "data.batch_size=64"]
 
 
 def run_cli(script: str, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from rich.progress import Progress
+from torch.utils.data import DataLoader
 
 from vit_rope.errors import ConfigError
 from vit_rope.rope import STRATEGIES, PositionConfigError
@@ -89,7 +91,7 @@ def evaluate(
             if not model.strategy_applies(strategy):
                 row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a")
             else:
-                loader = datamodule.eval_dataloader(res, mode=mode)
+                loader = _unpadded(datamodule.eval_dataloader(res, mode=mode), trainer)
                 with model.use_strategy(strategy, logn=use_logn):
                     out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
                 row.update(
@@ -104,6 +106,24 @@ def evaluate(
             progress.advance(task)
     add_retention(rows, train_res)
     return rows
+
+
+def _unpadded(loader: DataLoader, trainer: L.Trainer) -> DataLoader:
+    """Under DDP, give each rank a disjoint share of the samples without the duplicates that a
+    ``DistributedSampler`` pads with, so that every sample counts exactly once (as in one process)."""
+    if trainer.world_size <= 1:
+        return loader
+    sampler = UnrepeatedDistributedSampler(
+        loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
 
 
 def add_retention(rows: list[dict], train_resolution: int) -> None:

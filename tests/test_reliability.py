@@ -1,0 +1,172 @@
+"""Bad input ends in one clear sentence (exit status 2, no traceback) and loses nothing already
+written; a failing sweep job does not stop the sweep; DDP evaluates like one process."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import MODEL_TINY, TINY, read_results, run_cli
+
+FDR = ["debug=fast_dev_run", *TINY]
+FDR_IMAGES = ["debug=fast_dev_run", *MODEL_TINY, "model.patch_size=8", "data.num_workers=0"]
+
+
+def assert_clear_error(proc, *fragments: str, status: int = 2) -> None:
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-2000:])
+    err = proc.stderr
+    for fragment in fragments:
+        assert fragment in err, err[-2000:]
+    assert "Traceback" not in err and "Traceback" not in proc.stdout
+
+
+def test_missing_data_root(tmp_path):
+    proc = run_cli(
+        "train.py",
+        *FDR_IMAGES,
+        "data=imagefolder",
+        "data.root=/no/such/folder",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
+    assert_clear_error(proc, "data.root '/no/such/folder' does not exist; set data.root to a folder")
+    assert "data.root '/no/such/folder' does not exist" in (tmp_path / "error.txt").read_text()
+
+
+def test_empty_data_root(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    proc = run_cli(
+        "train.py",
+        *FDR_IMAGES,
+        "data=imagefolder",
+        f"data.root={empty}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert_clear_error(proc, f"'{empty / 'train'}' holds no class folders")
+
+
+def test_unknown_class_in_subset(tmp_path, image_tree):
+    listing = tmp_path / "classes.txt"
+    listing.write_text("cat\nwolf\n")
+    proc = run_cli(
+        "train.py", *FDR_IMAGES, "data=imagefolder", f"data.root={image_tree}", f"data.classes={listing}",
+        "data.img_size=32", f"hydra.run.dir={tmp_path / 'run'}", check=False,
+    )  # fmt: skip
+    assert_clear_error(proc, "wolf")
+
+
+def test_image_size_not_multiple_of_patch(tmp_path):
+    proc = run_cli("train.py", *FDR, "data.img_size=30", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(proc, "data.img_size 30 is not a multiple of the patch size 4; use a multiple of 4")
+
+
+def test_head_dim_axial_cannot_split(tmp_path):
+    proc = run_cli(
+        "train.py", *FDR, "pos_embed=rope_axial", "model.embed_dim=36", "model.num_heads=6", f"hydra.run.dir={tmp_path}",
+        check=False,
+    )  # fmt: skip
+    assert_clear_error(proc, "Head dimension 6 cannot be split for axial 2D RoPE: it must be a multiple of 4")
+
+
+def test_unknown_encoding_model_and_data_names(tmp_path):
+    for override, group in [("pos_embed=rope2d", "pos_embed"), ("model=vit_huge", "model"), ("data=cifar", "data")]:
+        proc = run_cli("train.py", *FDR, override, f"hydra.run.dir={tmp_path}", check=False)
+        # Hydra's own message: names the missing option and lists the available ones
+        assert_clear_error(
+            proc, f"Could not find '{group}/{override.split('=')[1]}'", f"Available options in '{group}'", status=1
+        )
+
+
+def test_unknown_strategy_is_refused_before_training(tmp_path):
+    proc = run_cli("train.py", *TINY, "eval.strategies=[extrapolate,linear]", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(
+        proc, "Unknown strategy 'linear' in eval.strategies; choose from extrapolate, interpolate, ntk, yarn."
+    )
+    assert not (tmp_path / "checkpoints").exists()  # nothing was trained
+
+
+def test_checkpoint_that_does_not_match_the_model(tmp_path):
+    first = tmp_path / "first"
+    run_cli("train.py", *TINY, "trainer.max_epochs=1", "evaluate=false", f"hydra.run.dir={first}")
+    before = (first / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    proc = run_cli(
+        "train.py",
+        *TINY,
+        "model.embed_dim=48",
+        f"ckpt_path={first}",
+        f"hydra.run.dir={tmp_path / 'second'}",
+        check=False,
+    )
+    assert_clear_error(proc, f"Checkpoint '{first / 'checkpoints' / 'last.ckpt'}' does not match the model config")
+    assert (first / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
+
+
+def test_existing_run_directory_is_not_clobbered(tmp_path):
+    run_cli("train.py", *TINY, "trainer.max_epochs=1", "eval.resolutions=[32]", f"hydra.run.dir={tmp_path}")
+    results = (tmp_path / "results.json").read_text()
+    proc = run_cli("train.py", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(proc, f"Run directory '{tmp_path}' already holds results.json; choose a new hydra.run.dir")
+    assert (tmp_path / "results.json").read_text() == results
+
+
+def test_corrupt_image_named_then_skipped(tmp_path, image_tree):
+    bad = image_tree / "train" / "cat" / "cat_1.png"
+    bad.write_bytes(b"this is not a png")
+    args = ["data=imagefolder", f"data.root={image_tree}", "data.img_size=32", "data.num_workers=0", "data.batch_size=4",
+            "model.patch_size=8", "model.embed_dim=32", "model.depth=1", "model.num_heads=2", "trainer.max_epochs=1",
+            "evaluate=false", "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]  # fmt: skip
+    proc = run_cli("train.py", *args, f"hydra.run.dir={tmp_path / 'a'}", check=False)
+    assert_clear_error(proc, "cat_1.png", "data.skip_corrupt=true")
+    proc = run_cli("train.py", *args, "data.skip_corrupt=true", f"hydra.run.dir={tmp_path / 'b'}")
+    assert "skipped 1" in (proc.stdout + proc.stderr).lower()
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
+    """One step per epoch and an absurd learning rate: the first step is finite and blows the
+    weights up, the epoch ends with last.ckpt written, the next step's loss is not finite."""
+    proc = run_cli(
+        "train.py", *TINY, "data.num_train=64", "trainer.max_epochs=3", "evaluate=false", "optim.lr=1e30",
+        "trainer.gradient_clip_val=null", f"hydra.run.dir={tmp_path}", check=False,
+    )  # fmt: skip
+    assert_clear_error(proc, "Training loss became", "at step 1; lower optim.lr")
+    import torch
+
+    kept = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert kept["epoch"] == 0 and kept["global_step"] == 1
+
+
+def test_sweep_with_a_failing_job_still_writes_the_comparison(tmp_path):
+    run_cli(
+        "train.py", "-m", *[a for a in TINY if "num_heads" not in a], "model.num_heads=2,3", "trainer.max_epochs=1",
+        "eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn=[false]", f"hydra.sweep.dir={tmp_path}",
+    )  # fmt: skip
+    # 2 heads divide embed_dim 32 and train; 3 do not, and that job fails with a clear error
+    assert (tmp_path / "0_rope_axial" / "results.json").is_file()
+    message = "embed_dim 32 is not divisible by num_heads 3"
+    assert message in (tmp_path / "1_rope_axial" / "error.txt").read_text()
+    md = (tmp_path / "comparison.md").read_text()
+    assert "1_rope_axial" in md and message in md
+
+
+def test_ddp_two_cpu_processes_evaluate_like_one(tmp_path):
+    """2-process CPU DDP (gloo): metrics are reduced over ranks, only rank 0 writes results,
+    and the evaluation equals a single-process evaluation of the same checkpoint."""
+    # 125 validation samples: not divisible by 2 ranks, so padding would show
+    common = [*TINY, "data.num_val=125", "trainer.max_epochs=1", "eval.resolutions=[32,48]", "eval.logn=[false]"]
+    ddp = tmp_path / "ddp"
+    run_cli("train.py", *common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.precision=32-true", f"hydra.run.dir={ddp}", timeout=600)  # fmt: skip
+    results = read_results(ddp)
+    single = tmp_path / "single"
+    run_cli("eval.py", f"ckpt_path={ddp}/checkpoints/last.ckpt", "eval.resolutions=[32,48]", "eval.logn=[false]",
+            f"hydra.run.dir={single}")  # fmt: skip
+    one = read_results(single)
+    key = lambda m: (m["resolution"], m["strategy"], m["logn"])  # noqa: E731
+    assert {key(m): (m["top1"], m["n"]) for m in results["metrics"]} == {
+        key(m): (m["top1"], m["n"]) for m in one["metrics"]
+    }
+    assert all(m["n"] == 125 for m in results["metrics"] if m["top1"] is not None)
+    assert len(list(ddp.rglob("results.json"))) == 1
+    json.loads((ddp / "results.json").read_text())

@@ -1,0 +1,93 @@
+"""The 1D text path: same rotary core as the ViT, same training and evaluation pipeline."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.conftest import read_results, run_cli
+from tests.test_train import check_results_schema
+from vit_rope import create_model, create_text_model
+
+TEXT_TINY = [
+    "model=text_micro",
+    "data=sequences",
+    "model.embed_dim=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "data.num_train=256",
+    "data.num_val=128",
+    "data.batch_size=64",
+    "data.length=16",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+]
+
+
+def test_text_rope1d_and_vit_rope_axial_share_the_rotary_core():
+    """A ViT on a 1 x N grid whose rotary frequencies follow only x, and the text model on N
+    tokens with the same frequencies, give identical attention scores and outputs."""
+    torch.manual_seed(0)
+    n, dim, heads = 12, 64, 2
+    vit = create_model("vit_micro", "rope_axial", num_classes=3, img_size=(4, 4 * n), patch_size=4,
+                       embed_dim=dim, depth=2, num_heads=heads)  # fmt: skip
+    text = create_text_model("text_micro", vocab_size=8, max_len=n, num_classes=3, pos_embed="rope1d",
+                             embed_dim=dim, depth=2, num_heads=heads)  # fmt: skip
+    assert vit.train_grid == (1, n) and text.train_grid == (n,)
+    # same frequencies: the text model's pairs take the ViT's x-column (y pairs: 0, no rotation)
+    text.rope.freqs = vit.rope.freqs[:, :1].clone()
+    text.rope._cache.clear()
+    text.blocks.load_state_dict(vit.blocks.state_dict())
+    cos_v, sin_v = vit.rope((1, n))
+    cos_t, sin_t = text.rope((n,))
+    assert torch.equal(cos_v, cos_t) and torch.equal(sin_v, sin_t)
+
+    tokens = torch.randn(2, n + 1, dim)  # CLS + N tokens, as after the embedding
+    attn_v, attn_t = vit.blocks[0].attn, text.blocks[0].attn
+
+    def scores(attn, cos, sin):
+        qkv = attn.qkv(tokens).view(2, n + 1, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        from vit_rope.rope import apply_rotary
+
+        q = apply_rotary(qkv[0], cos, sin, attn.rope_layout)
+        k = apply_rotary(qkv[1], cos, sin, attn.rope_layout)
+        return q @ k.transpose(-1, -2)
+
+    s_v, s_t = scores(attn_v, cos_v, sin_v), scores(attn_t, cos_t, sin_t)
+    assert torch.equal(s_v, s_t)
+    # the whole stack agrees too, and positions matter (a shuffled order changes it)
+    out_v, out_t = tokens, tokens
+    for bv, bt in zip(vit.blocks, text.blocks, strict=True):
+        out_v, out_t = bv(out_v, (cos_v, sin_v)), bt(out_t, (cos_t, sin_t))
+    assert torch.equal(out_v, out_t)
+    perm = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(n)])
+    shuffled = tokens[:, perm]
+    for bv in vit.blocks:
+        shuffled = bv(shuffled, (cos_v, sin_v))
+    assert not torch.allclose(shuffled[:, 0], out_v[:, 0], atol=1e-5)
+
+
+def test_text_fast_dev_run(tmp_path):
+    run_cli("train.py", "debug=fast_dev_run", *TEXT_TINY, "pos_embed=rope1d", f"hydra.run.dir={tmp_path}")
+
+
+def test_text_evaluation_at_2x_length(tmp_path):
+    run_cli(
+        "train.py",
+        *TEXT_TINY,
+        "pos_embed=rope1d",
+        "trainer.max_epochs=1",
+        "eval.resolutions=[16,32]",
+        f"hydra.run.dir={tmp_path}",
+    )
+    results = read_results(tmp_path)
+    check_results_schema(results)
+    assert results["run"]["data"] == "sequences" and results["run"]["train_resolution"] == 16
+    assert {m["resolution"] for m in results["metrics"]} == {16, 32}
+
+
+def test_text_rejects_2d_encodings(tmp_path):
+    proc = run_cli("train.py", *TEXT_TINY, "pos_embed=rope_axial", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert "Unknown position encoding 'rope_axial'; choose one of none, ape, rope1d." in proc.stderr
+    assert "Traceback" not in proc.stderr
