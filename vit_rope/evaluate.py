@@ -58,7 +58,7 @@ def evaluate(
     resolutions: Sequence[int] | None = None,
     strategies: Sequence[str] = STRATEGIES,
     logn: Sequence[bool] = (False, True),
-    mode: str = "zoom",
+    mode: str | None = None,
     writer: Any = None,
 ) -> list[dict]:
     """Accuracy of ``module`` at each resolution x strategy x logn.
@@ -69,13 +69,14 @@ def evaluate(
         trainer: Runs ``validate``; its devices and precision are used.
         resolutions: Image sides or sequence lengths; ``None`` for :func:`default_resolutions`.
         strategies, logn: Combinations to run; a strategy that does not apply is recorded n/a.
-        mode: ``zoom`` or ``canvas`` (shapes data).
+        mode: ``zoom`` or ``canvas``; ``None`` takes the data module's default.
         writer: Optional TensorBoard ``SummaryWriter``; top-1 per strategy against resolution.
 
     Returns:
         Metric rows as in DESIGN section 5 (``top1``/``top5`` in percent, ``retention``).
     """
     model = module.model
+    mode = eval_mode(datamodule, mode)
     train_res = int(datamodule.train_resolution)
     resolutions = [int(r) for r in (resolutions or default_resolutions(model, train_res))]
     check_eval_settings(model, resolutions, strategies)
@@ -106,6 +107,11 @@ def evaluate(
             progress.advance(task)
     add_retention(rows, train_res)
     return rows
+
+
+def eval_mode(datamodule: Any, mode: str | None) -> str:
+    """The mode an evaluation runs in: the one asked for, else the data's default."""
+    return mode or getattr(datamodule, "mode", "zoom")
 
 
 def _unpadded(loader: DataLoader, trainer: L.Trainer) -> DataLoader:

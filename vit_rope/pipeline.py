@@ -21,7 +21,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vit_rope.errors import ConfigError
-from vit_rope.evaluate import check_eval_settings, evaluate, write_results
+from vit_rope.evaluate import check_eval_settings, eval_mode, evaluate, write_results
 from vit_rope.module import ClassificationModule
 
 RESULTS = "results.json"
@@ -132,7 +132,7 @@ def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: An
         mode=ev.mode,
         writer=writer if trainer.is_global_zero else None,
     )
-    result = {"run": _run_info(cfg, datamodule, ev.mode), "metrics": rows}
+    result = {"run": _run_info(cfg, datamodule, eval_mode(datamodule, ev.mode)), "metrics": rows}
     if trainer.is_global_zero:
         write_results(out / RESULTS, result["run"], rows)
         _report(out, writer)
