@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import MODEL_TINY, TINY, read_results, run_cli
 
 FDR = ["debug=fast_dev_run", *TINY]
@@ -170,3 +172,49 @@ def test_ddp_two_cpu_processes_evaluate_like_one(tmp_path):
     assert all(m["n"] == 125 for m in results["metrics"] if m["top1"] is not None)
     assert len(list(ddp.rglob("results.json"))) == 1
     json.loads((ddp / "results.json").read_text())
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    """Killed with SIGKILL during epoch 2, resumed with ckpt_path=<killed run dir>: the final
+    metrics equal those of a run that was never interrupted (same seed, CPU), and the killed
+    run's logs and checkpoint are still there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from tests.conftest import ROOT
+
+    common = [*TINY, "data.num_train=1536", "trainer.max_epochs=3", "eval.resolutions=[32]",
+              "eval.strategies=[extrapolate]", "eval.logn=[false]"]  # fmt: skip
+    straight = tmp_path / "straight"
+    run_cli("train.py", *common, f"hydra.run.dir={straight}")
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "VIT_ROPE_NO_PROGRESS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *common, f"hydra.run.dir={killed}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    epoch_at_kill = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert epoch_at_kill < 2 and not (killed / "results.json").exists()
+    events_before = sorted(p.name for p in (killed / "tb").rglob("events.*"))
+
+    resumed = tmp_path / "resumed"
+    run_cli("train.py", *common, f"ckpt_path={killed}", f"hydra.run.dir={resumed}")
+    a, b = read_results(straight), read_results(resumed)
+    assert b["run"]["val_top1"] == pytest.approx(a["run"]["val_top1"], abs=1e-6)
+    assert b["metrics"][0]["loss"] == pytest.approx(a["metrics"][0]["loss"], abs=1e-5)
+    # what the killed run wrote is still there
+    assert last.is_file() and sorted(p.name for p in (killed / "tb").rglob("events.*")) == events_before

@@ -32,7 +32,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
@@ -90,6 +90,27 @@ def default_num_workers() -> int:
     return min(2, max(cpus - 1, 0))
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A random order that depends only on ``(seed, epoch)``. Lightning calls ``set_epoch`` at
+    every epoch, so a run resumed from ``last.ckpt`` sees the same batches as one that was never
+    interrupted (a plain ``shuffle=True`` would draw from wherever the global RNG stands)."""
+
+    def __init__(self, num_samples: int, seed: int | None = None) -> None:
+        self.num_samples = num_samples
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def _loader(
     dataset: Dataset,
     batch_size: int,
@@ -103,7 +124,7 @@ def _loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochShuffleSampler(len(dataset)) if shuffle else None,
         # A last partial training batch adds noise and, under DDP, uneven steps.
         drop_last=shuffle and len(dataset) > batch_size,
         num_workers=num_workers,
