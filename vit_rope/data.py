@@ -503,7 +503,51 @@ class ShapesDataset(_SyntheticDataset):
         return (raw.float() / 255 - self._mean) / self._std
 
 
-class ShapesDataModule(L.LightningDataModule):
+class _SyntheticDataModule(L.LightningDataModule):
+    """What the synthetic data modules share: a cached training and validation set, and the
+    validation samples regenerated at another resolution (or length) for evaluation.
+    Subclasses set ``train_set``, ``val_set``, ``batch_size``, ``num_workers``, ``mode`` and
+    implement :meth:`train_resolution` and :meth:`_eval_set`."""
+
+    train_set: _SyntheticDataset
+    val_set: _SyntheticDataset
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    @property
+    def train_resolution(self) -> int:
+        raise NotImplementedError
+
+    def _eval_set(self, resolution: Any, mode: str) -> _SyntheticDataset:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        if self.num_workers > 0:
+            self.train_set.prerender()  # before the workers fork, so they share one copy
+        return _loader(self.train_set, self.batch_size, self.num_workers, shuffle=True, persistent=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.num_workers > 0:
+            self.val_set.prerender()
+        return _loader(self.val_set, self.batch_size, self.num_workers, persistent=True)
+
+    def eval_dataloader(self, resolution: Any, mode: str | None = None, batch_size: int | None = None) -> DataLoader:
+        """The validation samples at ``resolution`` in ``mode`` (default: the module's). At the
+        training resolution this is exactly ``val_dataloader()``; other sizes are made a batch at
+        a time (not cached), so large sizes cost no memory."""
+        mode = _check_mode(mode or self.mode)
+        if _as_hw(resolution) == _as_hw(self.train_resolution):
+            return self.val_dataloader()
+        return _loader(self._eval_set(resolution, mode), batch_size or self.batch_size, self.num_workers)
+
+
+class ShapesDataModule(_SyntheticDataModule):
     """The embedded default data: synthetic ``shapes`` scenes, rendered on the fly (no download).
 
     Args:
@@ -550,39 +594,13 @@ class ShapesDataModule(L.LightningDataModule):
             )
 
     @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.config.class_names
-
-    @property
     def train_resolution(self) -> int:
         return self.img_size
 
-    def train_dataloader(self) -> DataLoader:
-        if self.num_workers > 0:
-            self.train_set.prerender()  # before the workers fork, so they share one copy
-        return _loader(self.train_set, self.batch_size, self.num_workers, shuffle=True, persistent=True)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.num_workers > 0:
-            self.val_set.prerender()
-        return _loader(self.val_set, self.batch_size, self.num_workers, persistent=True)
-
-    def eval_dataloader(self, resolution: Size, mode: str | None = None, batch_size: int | None = None) -> DataLoader:
-        """The validation scenes rendered at ``resolution`` in ``mode`` (default: the module's).
-
-        At the training resolution both modes give exactly ``val_dataloader()``'s images. Other
-        resolutions are rendered a batch at a time (not cached), so large sizes cost no memory.
-        """
-        mode = _check_mode(mode or self.mode)
-        if _as_hw(resolution) == (self.img_size, self.img_size):
-            return self.val_dataloader()
+    def _eval_set(self, resolution: Any, mode: str) -> ShapesDataset:
         ds = ShapesDataset(self._num_val, resolution, self._seed, "val", mode, train_size=self.img_size, **self._scene)
         ds._scenes = self.val_set.scenes  # same scenes; saves sampling them again
-        return _loader(ds, batch_size or self.batch_size, self.num_workers)
+        return ds
 
 
 # -- sequences: synthetic 1D relational token data ---------------------------------------------
@@ -740,7 +758,7 @@ class SequenceDataset(_SyntheticDataset):
         return out
 
 
-class SequenceDataModule(L.LightningDataModule):
+class SequenceDataModule(_SyntheticDataModule):
     """Synthetic token sequences for the 1D text path; the length plays the part of resolution.
 
     Args:
@@ -777,14 +795,6 @@ class SequenceDataModule(L.LightningDataModule):
         self._seed, self._num_val, self._options = seed, num_val, options
 
     @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.config.class_names
-
-    @property
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
@@ -792,26 +802,10 @@ class SequenceDataModule(L.LightningDataModule):
     def train_resolution(self) -> int:
         return self.length
 
-    def train_dataloader(self) -> DataLoader:
-        if self.num_workers > 0:
-            self.train_set.prerender()
-        return _loader(self.train_set, self.batch_size, self.num_workers, shuffle=True, persistent=True)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.num_workers > 0:
-            self.val_set.prerender()
-        return _loader(self.val_set, self.batch_size, self.num_workers, persistent=True)
-
-    def eval_dataloader(self, resolution: int, mode: str | None = None, batch_size: int | None = None) -> DataLoader:
-        """The validation samples at sequence length ``resolution`` in ``mode`` (default: the
-        module's); the training length gives exactly ``val_dataloader()``'s sequences."""
-        mode = _check_mode(mode or self.mode)
-        if int(resolution) == self.length:
-            return self.val_dataloader()
-        ds = SequenceDataset(
+    def _eval_set(self, resolution: Any, mode: str) -> SequenceDataset:
+        return SequenceDataset(
             self._num_val, int(resolution), self._seed, "val", mode, train_length=self.length, **self._options
         )
-        return _loader(ds, batch_size or self.batch_size, self.num_workers)
 
 
 # -- imagefolder: ImageNet-like class-folder trees ---------------------------------------------
