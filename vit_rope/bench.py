@@ -24,11 +24,11 @@ rows alike. ``time_ratio_vs_ape`` is the row's step time over this project's ``a
 same group, ``time_ratio_vs_timm`` over timm's row of the same encoding (``ape``, ``rope_axial``,
 ``rope_mixed``).
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one step (weights, gradients and
-optimiser state included). On CPU there is no allocator counter, so it is the peak of bytes held by
-the CPU tensor allocator during one step above what was live when the step started (activations,
-saved tensors, gradients, temporaries; not weights or optimiser state), from the allocation events
-of ``torch.profiler`` with ``profile_memory=True``.
+Peak memory: the most memory one step holds above what was live when it started (activations,
+saved tensors, gradients, temporaries; not weights or optimiser state, which are the same for
+every encoding and would blur the ratios). On CUDA ``torch.cuda.max_memory_allocated`` minus
+``memory_allocated`` at the start of the step; on CPU, which has no allocator counter, the running
+sum of the allocation and free events of ``torch.profiler`` with ``profile_memory=True``.
 """
 
 from __future__ import annotations
@@ -154,12 +154,13 @@ def _quiet_stderr() -> Iterator[None]:
 
 def peak_memory_mb(step: Callable[[], None], device: torch.device) -> float:
     """Peak memory of one step, in MiB (see the module docstring for what is counted)."""
-    if device.type == "cuda":
+    if device.type == "cuda":  # other candidates' weights are on the device too: count from the step's start
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         step()
         _sync(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -184,6 +185,10 @@ def run_group(args: argparse.Namespace, mode: str, size: int, device: torch.devi
     x = torch.randn(args.batch_size, 3, size, size, generator=g).to(device)
     y = torch.randint(0, 1000, (args.batch_size,), generator=g).to(device)
     cands = candidates(args.model, args.img_size, dynamic)
+    if args.compile:
+        # Every candidate is another graph of the same forward code: let dynamo keep them all.
+        torch._dynamo.reset()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(cands))
     steps = []
     for cand in cands:
         torch.manual_seed(0)
@@ -224,6 +229,7 @@ def run_group(args: argparse.Namespace, mode: str, size: int, device: torch.devi
                 "time_ratio_vs_timm": None,
                 "peak_mem_mb": peak_memory_mb(step, device),
                 "encoding": cand.encoding,
+                "step_ms": [round(1000 * s, 2) for s in t],  # every turn, to judge the noise
             }
         )
     ape = next(r for r in rows if r["impl"] == "vit_rope" and r["name"] == "ape")
@@ -236,16 +242,28 @@ def run_group(args: argparse.Namespace, mode: str, size: int, device: torch.devi
     return rows
 
 
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
 def _progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def memory_measure(device: torch.device) -> str:
     if device.type == "cuda":
-        return "torch.cuda.max_memory_allocated over one step (weights, grads, optimiser state included)"
+        return (
+            "torch.cuda.max_memory_allocated during one step minus memory_allocated at its start "
+            "(activations, saved tensors, gradients, temporaries; not weights or optimiser state)"
+        )
     return (
         "peak bytes held by the CPU tensor allocator during one step above those live at its start "
-        "(torch.profiler profile_memory events; weights and optimiser state not included)"
+        "(torch.profiler profile_memory events: activations, saved tensors, gradients, temporaries; "
+        "not weights or optimiser state)"
     )
 
 
@@ -331,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": args.steps,
         "mode": args.mode,
         "device": args.device,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(),
         "dtype": args.dtype,
         "compile": args.compile,
