@@ -56,9 +56,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         if rope is not None:
-            q, k = apply_rotary(qkv[:2], *rope, self.rope_layout).unbind(0)  # q and k in one op
+            # q and k in one op, written back into the projection's output: SDPA then reads (and
+            # saves for backward) views of one buffer, as without RoPE, and no copy of q, k is made.
+            apply_rotary(qkv[:2], *rope, self.rope_layout, inplace=True)
+        q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         x = F.scaled_dot_product_attention(
             q,
             k,

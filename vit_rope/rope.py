@@ -211,7 +211,7 @@ def apply_rotary(
     if _viewable_as_complex(pairs):  # (..., d/2, 2) -> (..., d/2) complex, no copy
         z = torch.view_as_complex(pairs)
         if inplace:
-            z.mul_(cis)
+            _RotateInPlace.apply(z, cis)
             return x
         return torch.view_as_real(z * cis).flatten(-2)
     rotated = torch.view_as_real(torch.view_as_complex(pairs.to(work).contiguous()) * cis)  # (..., d/2, 2)
@@ -219,6 +219,30 @@ def apply_rotary(
         rotated = rotated.transpose(-1, -2)
     rotated = rotated.flatten(-2).to(x.dtype)
     return x.copy_(rotated) if inplace else rotated
+
+
+class _RotateInPlace(torch.autograd.Function):
+    """``z *= cis`` for complex ``z``, keeping the result rather than the input for backward.
+
+    The table's gradient needs the input, ``conj(z_in) = conj(z_out) * cis`` as ``|cis| = 1``;
+    the result is kept anyway (SDPA saves the rotated q and k), so a learned table costs no
+    extra copy of q and k, where autograd's own in-place multiply would save one.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+        z.mul_(cis)
+        ctx.mark_dirty(z)
+        ctx.save_for_backward(z, cis)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z, cis = ctx.saved_tensors
+        grad_cis = None
+        if ctx.needs_input_grad[1]:  # sum(grad * conj(z_in)) over the batch; cis is constant there
+            grad_cis = (grad * z.conj()).sum_to_size(cis.shape) * cis
+        return grad * cis.conj(), grad_cis
 
 
 def _viewable_as_complex(pairs: torch.Tensor) -> bool:

@@ -245,7 +245,7 @@ class Transformer(nn.Module):
             x = self.abs_pos(tokens, prefix, grid)
         else:
             x = tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
-        rope = self.rope(grid, dtype=_compute_dtype(x)) if self.rope is not None else None
+        rope = self.rope(grid) if self.rope is not None else None  # float32 tables: the rotation runs in float32
         logit_scale = self.logit_scale(grid)
         layered = rope is not None and rope[0].dim() == 4  # learned: one table per layer
         for i, blk in enumerate(self.blocks):
@@ -305,13 +305,6 @@ class VisionTransformer(Transformer):
         x = self.patch_embed(x)  # (B, H/p, W/p, D)
         B, gh, gw, D = x.shape
         return x.reshape(B, gh * gw, D), (gh, gw)
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype q and k will have: autocast's when it is on, else the activations'."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
 
 
 def check_divisible(size: int, patch_size: int, what: str) -> None:
