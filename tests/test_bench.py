@@ -21,7 +21,16 @@ def tiny(pos_embed, **kw):
 # -- the benchmark --------------------------------------------------------------------------------
 
 
-def test_bench_runs_and_writes_the_json_schema(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny ops on two threads stall whenever another process holds a core; one thread does not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_runs_and_writes_the_json_schema(tmp_path, capsys, one_thread):
     path = tmp_path / "bench.json"
     args = ["--model", "vit_micro", "--img-size", "32", "--batch-size", "2", "--steps", "2"]
     bench_main([*args, "--mode", "both", "--eval-size", "64", "--json", str(path)])

@@ -1,7 +1,9 @@
 """Throughput and peak memory of every position encoding, side by side with timm.
 
 Run: ``python -m vit_rope.bench --model vit_small --img-size 224 --batch-size 16 --mode both --eval-size 448``
-(about ten minutes on 2 CPU cores; the default ``vit_micro`` run takes well under a minute).
+(tens of minutes on 2 CPU cores; the default ``vit_micro`` run takes about a minute). On a machine
+shared with other jobs, ``OMP_NUM_THREADS=1`` gives steadier ratios: two threads stall at every
+parallel op whenever another process holds the second core.
 
 Rows (all at the same dims: ``--model``'s width, depth and heads, patch 16, MLP ratio 4, class token,
 token pooling, LayerScale ``init_values=1e-5`` everywhere, as in timm's RoPE-ViT models, so that
