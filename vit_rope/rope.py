@@ -462,7 +462,9 @@ class Rotary(nn.Module):
 
     # -- tables ------------------------------------------------------------------------------
 
-    def _build(self, grid: Sequence[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def angles(self, grid: Sequence[int]) -> torch.Tensor:
+        """Angles ``(N_total, d/2)``, or ``(depth, heads, N_total, d/2)`` for learned frequencies
+        (all layers in one batched op), prefix tokens first; not cached."""
         pos = self.positions(grid)
         if self.augmenting:
             pos = augment_positions(pos, *self.aug)
@@ -472,6 +474,10 @@ class Rotary(nn.Module):
             # spares slicing and concatenating q and k.
             pad = angles.new_zeros(*angles.shape[:-2], self.num_prefix_tokens, angles.shape[-1])
             angles = torch.cat([pad, angles], dim=-2)
+        return angles
+
+    def _build(self, grid: Sequence[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = self.angles(grid)
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def forward(self, grid: Sequence[int], dtype: torch.dtype = torch.float32):

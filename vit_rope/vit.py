@@ -245,11 +245,14 @@ class Transformer(nn.Module):
             x = self.abs_pos(tokens, prefix, grid)
         else:
             x = tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
-        rope = self.rope(grid) if self.rope is not None else None  # float32 tables: the rotation runs in float32
         logit_scale = self.logit_scale(grid)
-        layered = rope is not None and rope[0].dim() == 4  # learned: one table per layer
+        # Fixed frequencies: one cached float32 (cos, sin) for every layer. Learned: the angles of
+        # all layers in one batched op, and each layer's cos, sin in its turn, so that only the
+        # angles, not cos and sin of every layer, are held through the forward.
+        learned = self.rope is not None and self.rope.learned
+        rope = self.rope.angles(grid) if learned else self.rope(grid) if self.rope is not None else None
         for i, blk in enumerate(self.blocks):
-            tables = (rope[0][i], rope[1][i]) if layered else rope
+            tables = (rope[i].cos(), rope[i].sin()) if learned else rope
             x = blk(x, tables, logit_scale)
         return self.norm(x)
 
