@@ -182,3 +182,8 @@ def test_compiles_with_no_graph_break_at_two_sizes(pos_embed):
     for size in (32, 48):
         x = torch.randn(2, 3, size, size)
         torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+    model.eval()
+    with torch.inference_mode():  # no autograd graph: another trace of the rotation
+        for size in (32, 48):
+            x = torch.randn(2, 3, size, size)
+            torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)

@@ -210,8 +210,11 @@ def apply_rotary(
     pairs = x.unflatten(-1, (2, -1)).transpose(-1, -2) if layout == "half" else x.unflatten(-1, (-1, 2))
     if _viewable_as_complex(pairs):  # (..., d/2, 2) -> (..., d/2) complex, no copy
         z = torch.view_as_complex(pairs)
-        if inplace:
+        if inplace and torch.is_grad_enabled() and (z.requires_grad or cis.requires_grad):
             _RotateInPlace.apply(z, cis)
+            return x
+        if inplace:  # no graph to record (dynamo cannot trace the Function's mark_dirty without one)
+            z.mul_(cis)
             return x
         return torch.view_as_real(z * cis).flatten(-2)
     rotated = torch.view_as_real(torch.view_as_complex(pairs.to(work).contiguous()) * cis)  # (..., d/2, 2)
