@@ -191,6 +191,8 @@ def train(cfg: DictConfig) -> dict:
 
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
+    if not loggers:  # the learning-rate monitor needs a logger; with logger=none there is nothing to log to
+        callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=out)
     for lg in loggers:
         lg.log_hyperparams(_flatten(_plain(cfg)))
