@@ -181,7 +181,16 @@ def test_compiles_with_no_graph_break_at_two_sizes(pos_embed):
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     for size in (32, 48):
         x = torch.randn(2, 3, size, size)
-        torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+        out = compiled(x)
+        out.square().sum().backward()  # the traced backward too: the rotation writes into qkv
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        ref = model(x)
+        ref.square().sum().backward()
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(grads[n], p.grad, atol=1e-4, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
+        model.zero_grad()
     model.eval()
     with torch.inference_mode():  # no autograd graph: another trace of the rotation
         for size in (32, 48):

@@ -189,10 +189,12 @@ def apply_rotary(
 ) -> torch.Tensor:
     """Rotate pair ``j`` of the last dim of ``x`` by the angle whose cos/sin are ``cos[..., j]``.
 
-    The rotation is one complex multiplication, ``(x0 + i x1) * (cos + i sin)``, in at least
-    float32: a single kernel forward and backward. When the two channels of each pair are adjacent
-    in memory (``interleaved``, float32 or float64) ``x`` is read as complex numbers in place, so
-    the only tensor written is the result, or nothing new at all with ``inplace``.
+    In eager mode the rotation is one complex multiplication, ``(x0 + i x1) * (cos + i sin)``, in
+    at least float32: a single kernel forward and backward. Under ``torch.compile`` it is the same
+    product written in reals, which inductor fuses into one kernel. In eager mode, when the two
+    channels of each pair are adjacent in memory (``interleaved``, float32 or float64), ``x`` is
+    read as complex numbers in place, so the only tensor written is the result, or nothing new at
+    all with ``inplace``.
 
     Args:
         x: ``(..., N, d)``; any strides (a view of the fused qkv projection is fine).
@@ -206,14 +208,23 @@ def apply_rotary(
         Rotated tensor, same shape and dtype as ``x``: ``(x0 cos - x1 sin, x1 cos + x0 sin)``.
     """
     work = torch.promote_types(x.dtype, torch.float32)
-    cis = torch.complex(cos.to(work), sin.to(work))  # e^{iT}, (..., N, d/2)
     pairs = x.unflatten(-1, (2, -1)).transpose(-1, -2) if layout == "half" else x.unflatten(-1, (-1, 2))
+    if torch.compiler.is_compiling():
+        # Inductor generates no code for complex numbers; written out in reals, the rotation and
+        # its dtype casts fuse into one kernel. For the in-place write autograd needs the inputs
+        # as a copy, not as views of ``x``; functionalisation and fusion remove that copy.
+        x0, x1 = pairs.to(work, copy=inplace).unbind(-1)
+        c, s = cos.to(work), sin.to(work)
+        rotated = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), -1)
+        rotated = (rotated.transpose(-1, -2) if layout == "half" else rotated).flatten(-2).to(x.dtype)
+        return x.copy_(rotated) if inplace else rotated
+    cis = torch.complex(cos.to(work), sin.to(work))  # e^{iT}, (..., N, d/2)
     if _viewable_as_complex(pairs):  # (..., d/2, 2) -> (..., d/2) complex, no copy
         z = torch.view_as_complex(pairs)
         if inplace and torch.is_grad_enabled() and (z.requires_grad or cis.requires_grad):
             _RotateInPlace.apply(z, cis)
             return x
-        if inplace:  # no graph to record (dynamo cannot trace the Function's mark_dirty without one)
+        if inplace:  # no graph to record
             z.mul_(cis)
             return x
         return torch.view_as_real(z * cis).flatten(-2)
@@ -253,7 +264,7 @@ def _viewable_as_complex(pairs: torch.Tensor) -> bool:
     return (
         pairs.dtype in (torch.float32, torch.float64)
         and pairs.stride(-1) == 1
-        and (torch.compiler.is_compiling() or pairs.storage_offset() % 2 == 0)  # dynamo cannot read offsets
+        and pairs.storage_offset() % 2 == 0
         and all(s % 2 == 0 for s in pairs.stride()[:-1])
     )
 
