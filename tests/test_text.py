@@ -96,7 +96,11 @@ def test_text_rejects_2d_encodings(tmp_path):
 def test_rope1d_learns_the_sequence_task_well_above_chance(tmp_path):
     """A short training (512 steps) at length 16: chance is 25% (4 classes). The settings reached
     100% for seeds 0-5; a smaller model or fewer steps stalled near 60% for some seeds."""
-    args = [a for a in TEXT_TINY if not a.startswith(("data.num_train", "data.num_val", "model.embed_dim", "model.num_heads"))]
+    args = [
+        a
+        for a in TEXT_TINY
+        if not a.startswith(("data.num_train", "data.num_val", "model.embed_dim", "model.num_heads"))
+    ]
     run_cli(
         "train.py", *args, "pos_embed=rope1d", "model.embed_dim=64", "model.num_heads=4", "data.num_train=4096",
         "data.num_val=256", "trainer.max_epochs=8", "optim.lr=2e-3", "eval.resolutions=[16]",
