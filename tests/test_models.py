@@ -197,3 +197,28 @@ def test_from_timm_same_logits_at_224_and_320(name):
 def test_from_timm_by_name_builds_without_download():
     model = from_timm("vit_small_patch16_rope_mixed_224")
     assert model.encoding_name == "rope_mixed" and model.num_classes == 1000
+
+
+SIBLINGS = [
+    f"vit_{size}_patch16_{kind}224"
+    for size in ("base", "large")
+    for kind in ("", "rope_", "rope_mixed_", "rope_ape_", "rope_mixed_ape_")
+]
+
+
+@pytest.mark.parametrize("name", SIBLINGS)
+def test_from_timm_base_and_large_siblings_convert(name):
+    """The base and large models keep their width, heads and rotary settings; two blocks instead
+    of 12 or 24 keep the test fast without changing what the conversion has to get right."""
+    import timm
+
+    reference = timm.create_model(name, pretrained=False, depth=2, num_classes=7).eval()
+    _perturb(reference)
+    model = from_timm(reference).eval()
+    assert model.embed_dim == reference.embed_dim and len(model.blocks) == 2
+    assert model.blocks[0].attn.num_heads == reference.blocks[0].attn.num_heads
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = reference(x), model(x)
+    scale = max(1.0, a.abs().max().item())
+    assert (a - b).abs().max().item() <= 1e-4 * scale, (a - b).abs().max().item()

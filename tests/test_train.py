@@ -216,3 +216,34 @@ def test_results_na_entries_for_ape(tmp_path):
     na = {(m["strategy"]) for m in results["metrics"] if m.get("note") == "n/a"}
     assert na == {"ntk", "yarn"}
     assert Path(tmp_path / "comparison.png").is_file()
+
+
+def test_timm_checkpoint_evaluates_at_a_larger_resolution(tmp_path, image_tree):
+    """eval.py timm_model=... timm_checkpoint=...: a timm RoPE-Mixed ViT fine-tuned on 3 classes
+    (random weights here) is converted by from_timm and evaluated at 224 and at 320 px."""
+    import timm
+
+    name = "vit_small_patch16_rope_mixed_224"
+    ckpt = tmp_path / "timm.pth"
+    torch.save(timm.create_model(name, pretrained=False, num_classes=3).state_dict(), ckpt)
+    out = tmp_path / "eval"
+    run_cli(
+        "eval.py",
+        f"timm_model={name}",
+        f"timm_checkpoint={ckpt}",
+        f"data.root={image_tree}",
+        "data.batch_size=6",
+        "eval.resolutions=[224,320]",
+        "eval.strategies=[extrapolate,ntk,yarn]",
+        "eval.logn=[false]",
+        "logger=none",
+        f"hydra.run.dir={out}",
+    )
+    results = read_results(out)
+    check_results_schema(results)
+    assert results["run"]["pos_embed"] == "rope_mixed" and results["run"]["train_resolution"] == 224
+    rows = {(m["resolution"], m["strategy"]): m for m in results["metrics"]}
+    assert set(rows) == {(r, s) for r in (224, 320) for s in ("extrapolate", "ntk", "yarn")}
+    for res in (224, 320):
+        assert rows[(res, "extrapolate")]["n"] == 12 and rows[(res, "yarn")]["n"] == 12  # 3 classes x 4 images
+        assert rows[(res, "ntk")]["note"] == "n/a"  # learned frequencies have no base to change
