@@ -400,9 +400,7 @@ def from_timm(model_or_name: nn.Module | str, checkpoint_path: str | None = None
             head = timm.models.load_state_dict(checkpoint_path).get("head.weight")
             if head is not None:
                 num_classes = {"num_classes": head.shape[0]}
-        model = timm.create_model(
-            model_or_name, pretrained=False, checkpoint_path=checkpoint_path or "", **num_classes
-        )
+        model = timm.create_model(model_or_name, pretrained=False, checkpoint_path=checkpoint_path or "", **num_classes)
     else:
         model = model_or_name
         if checkpoint_path:
