@@ -222,3 +222,14 @@ def test_from_timm_base_and_large_siblings_convert(name):
         a, b = reference(x), model(x)
     scale = max(1.0, a.abs().max().item())
     assert (a - b).abs().max().item() <= 1e-4 * scale, (a - b).abs().max().item()
+
+
+def test_learned_table_init_scale_follows_the_model_config():
+    """vit_micro's table starts at N(0, 1) (short CPU runs); the timm sizes keep timm's 0.02."""
+    micro = create_model("vit_micro", pos_embed="ape", num_classes=4, img_size=32, patch_size=4)
+    small = create_model("vit_small", pos_embed="rope_axial_ape", num_classes=4, img_size=64, patch_size=16)
+    assert micro.abs_pos.pos_embed.std().item() == pytest.approx(1.0, rel=0.05)
+    assert small.abs_pos.pos_embed.std().item() == pytest.approx(0.02, rel=0.05)
+    assert create_model("vit_micro", pos_embed="ape", abs_init_std=0.1).abs_pos.pos_embed.std().item() == (
+        pytest.approx(0.1, rel=0.05)
+    )

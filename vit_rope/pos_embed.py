@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from timm.layers import resample_abs_pos_embed, trunc_normal_
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from vit_rope.rope import (
@@ -83,15 +83,22 @@ class LearnedPosEmbed(nn.Module):
         num_prefix_tokens: Prefix tokens in front of the grid.
         cls_slot: Whether the table also has entries for the prefix tokens (timm's ViT) or
             only for the grid (DeiT-III, RoPE-ViT ``*_ape``).
+        init_std: Std of the normal init; timm's ViT uses 0.02.
     """
 
-    def __init__(self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, cls_slot: bool):
+    def __init__(
+        self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, cls_slot: bool, init_std: float = 0.02
+    ):
         super().__init__()
         self.train_grid = tuple(int(g) for g in train_grid)
         self.num_slots = num_prefix_tokens if cls_slot else 0
         num = self.num_slots + math.prod(self.train_grid)
+        self.init_std = float(init_std)
         self.pos_embed = nn.Parameter(torch.zeros(1, num, embed_dim))
-        trunc_normal_(self.pos_embed, std=0.02)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.pos_embed, std=self.init_std)
 
     def table(self, grid: Sequence[int]) -> torch.Tensor:
         grid = tuple(int(g) for g in grid)

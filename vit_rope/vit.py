@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from functools import partial
 
 import torch
-from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers import PatchEmbed
 from timm.models import named_apply
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
@@ -31,7 +31,10 @@ from vit_rope.rope import PositionConfigError, Rotary, check_strategy, logn_atte
 
 # name -> (embed_dim, depth, num_heads); patch size and resolution are separate arguments.
 MODEL_SIZES: dict[str, dict] = {
-    "vit_micro": dict(embed_dim=64, depth=4, num_heads=4),  # CPU-sized: the default run takes minutes on 2 cores
+    # CPU-sized: the default run takes minutes on 2 cores. Its learned absolute table starts at
+    # N(0, 1), the scale of the sin-cos table and of torch.nn.Embedding, not timm's 0.02: patch
+    # tokens start at std ~0.6, and a table 30x smaller stays unused through a 3-epoch run.
+    "vit_micro": dict(embed_dim=64, depth=4, num_heads=4, abs_init_std=1.0),
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
     "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
@@ -56,6 +59,7 @@ class Transformer(nn.Module):
         yarn_alpha, yarn_beta: YaRN ramp bounds (turns over the training extent).
         class_token, num_reg_tokens, global_pool: Prefix tokens and pooling (``token``/``avg``).
         init_values: LayerScale init (None disables it).
+        abs_init_std: Std of the normal init of a learned absolute table (timm: 0.02).
         drop_rate, drop_path_rate, attn_drop_rate, proj_drop_rate: Regularisation.
         allowed_encodings: Names this model accepts.
     """
@@ -82,6 +86,7 @@ class Transformer(nn.Module):
         num_reg_tokens: int = 0,
         global_pool: str = "token",
         init_values: float | None = None,
+        abs_init_std: float = 0.02,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
@@ -114,7 +119,9 @@ class Transformer(nn.Module):
         enc = self.encoding
         self.abs_pos: LearnedPosEmbed | SinCosPosEmbed | None = None
         if enc.absolute == "learned":
-            self.abs_pos = LearnedPosEmbed(embed_dim, self.train_grid, self.num_prefix_tokens, enc.cls_slot)
+            self.abs_pos = LearnedPosEmbed(
+                embed_dim, self.train_grid, self.num_prefix_tokens, enc.cls_slot, init_std=abs_init_std
+            )
         elif enc.absolute == "sincos":
             if embed_dim % (2 * len(self.train_grid)) != 0:
                 raise PositionConfigError(
@@ -174,7 +181,7 @@ class Transformer(nn.Module):
         if self.reg_token is not None:
             nn.init.normal_(self.reg_token, std=1e-6)
         if isinstance(self.abs_pos, LearnedPosEmbed):
-            trunc_normal_(self.abs_pos.pos_embed, std=0.02)
+            self.abs_pos.reset_parameters()
 
     # -- what a subclass provides ------------------------------------------------------------
 
