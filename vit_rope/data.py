@@ -378,14 +378,26 @@ def render_scenes(scenes: ShapeScenes, img_size: Size, shape_scale: float, chunk
 class _SyntheticDataset(Dataset):
     """Shared machinery of the synthetic datasets: samples are made in batches by ``_make``
     (vectorised), served one by one or a batch at a time (``__getitems__``, which DataLoader
-    uses), and optionally cached whole after the first use."""
+    uses), and optionally cached whole after the first use. A subclass names its ``kind`` and
+    passes its options dataclass, whose unknown fields get a clear error."""
 
-    def __init__(self, num_samples: int, cache: bool) -> None:
+    kind = "synthetic"
+
+    def __init__(
+        self, num_samples: int, cache: bool, seed: int, split: str, mode: str, config_cls: type, options: dict
+    ) -> None:
         if num_samples < 1:
             raise DataConfigError(f"num_samples={num_samples} must be at least 1; raise it.")
         self.num_samples = int(num_samples)
         self.cache = cache
         self._data: torch.Tensor | None = None
+        self.mode = _check_mode(mode)
+        self.seed, self.split = int(seed), split
+        try:
+            self.config = config_cls(**options)
+        except TypeError as e:
+            names = ", ".join(f.name for f in fields(config_cls))
+            raise DataConfigError(f"Unknown {self.kind} option in {sorted(options)}; the options are {names}.") from e
 
     def __len__(self) -> int:
         return self.num_samples
@@ -444,6 +456,8 @@ class ShapesDataset(_SyntheticDataset):
     Items are ``(image (3, H, W) float32 normalised with SHAPES_MEAN/STD, label)``.
     """
 
+    kind = "shapes"
+
     def __init__(
         self,
         num_samples: int,
@@ -455,16 +469,9 @@ class ShapesDataset(_SyntheticDataset):
         cache: bool = False,
         **scene: Any,
     ) -> None:
-        super().__init__(num_samples, cache)
+        super().__init__(num_samples, cache, seed, split, mode, ShapesConfig, scene)
         self.img_size = _as_hw(img_size)
         self.train_size = _as_hw(train_size) if train_size is not None else self.img_size
-        self.mode = _check_mode(mode)
-        self.seed, self.split = int(seed), split
-        try:
-            self.config = ShapesConfig(**scene)
-        except TypeError as e:
-            names = ", ".join(f.name for f in fields(ShapesConfig))
-            raise DataConfigError(f"Unknown shapes option in {sorted(scene)}; the options are {names}.") from e
         self._scenes: ShapeScenes | None = None
         self._mean = torch.tensor(SHAPES_MEAN).view(3, 1, 1)
         self._std = torch.tensor(SHAPES_STD).view(3, 1, 1)
@@ -673,6 +680,8 @@ class SequenceDataset(_SyntheticDataset):
     Items are ``(tokens (L,) int64, label)``.
     """
 
+    kind = "sequences"
+
     def __init__(
         self,
         num_samples: int,
@@ -684,16 +693,9 @@ class SequenceDataset(_SyntheticDataset):
         cache: bool = False,
         **options: Any,
     ) -> None:
-        super().__init__(num_samples, cache)
+        super().__init__(num_samples, cache, seed, split, mode, SequenceConfig, options)
         self.length = int(length)
         self.train_length = int(train_length) if train_length is not None else self.length
-        self.mode = _check_mode(mode)
-        self.seed, self.split = int(seed), split
-        try:
-            self.config = SequenceConfig(**options)
-        except TypeError as e:
-            names = ", ".join(f.name for f in fields(SequenceConfig))
-            raise DataConfigError(f"Unknown sequences option in {sorted(options)}; the options are {names}.") from e
         far_max = self.config.distance_range(self.train_length, far=True)[1]
         if self.length < self._distance(far_max) + 1:
             raise DataConfigError(
