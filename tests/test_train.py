@@ -247,3 +247,20 @@ def test_timm_checkpoint_evaluates_at_a_larger_resolution(tmp_path, image_tree):
     for res in (224, 320):
         assert rows[(res, "extrapolate")]["n"] == 12 and rows[(res, "yarn")]["n"] == 12  # 3 classes x 4 images
         assert rows[(res, "ntk")]["note"] == "n/a"  # learned frequencies have no base to change
+
+
+def test_slurm_launcher_config_composes_and_instantiates():
+    """conf/hydra/launcher/slurm.yaml: one SLURM job per sweep job, nodes and tasks from the trainer."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='needs pip install -e ".[slurm]"')
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert type(instantiate(launcher)).__name__ == "SlurmLauncher"
