@@ -215,20 +215,19 @@ def apply_rotary(
         # as a copy, not as views of ``x``; functionalisation and fusion remove that copy.
         x0, x1 = pairs.to(work, copy=inplace).unbind(-1)
         c, s = cos.to(work), sin.to(work)
-        rotated = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), -1)
-        rotated = (rotated.transpose(-1, -2) if layout == "half" else rotated).flatten(-2).to(x.dtype)
-        return x.copy_(rotated) if inplace else rotated
-    cis = torch.complex(cos.to(work), sin.to(work))  # e^{iT}, (..., N, d/2)
-    if _viewable_as_complex(pairs):  # (..., d/2, 2) -> (..., d/2) complex, no copy
-        z = torch.view_as_complex(pairs)
-        if inplace and torch.is_grad_enabled() and (z.requires_grad or cis.requires_grad):
-            _RotateInPlace.apply(z, cis)
-            return x
-        if inplace:  # no graph to record
-            z.mul_(cis)
-            return x
-        return torch.view_as_real(z * cis).flatten(-2)
-    rotated = torch.view_as_real(torch.view_as_complex(pairs.to(work).contiguous()) * cis)  # (..., d/2, 2)
+        rotated = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), -1)  # (..., d/2, 2)
+    else:
+        cis = torch.complex(cos.to(work), sin.to(work))  # e^{iT}, (..., N, d/2)
+        if _viewable_as_complex(pairs):  # (..., d/2, 2) -> (..., d/2) complex, no copy
+            z = torch.view_as_complex(pairs)
+            if inplace and torch.is_grad_enabled() and (z.requires_grad or cis.requires_grad):
+                _RotateInPlace.apply(z, cis)
+                return x
+            if inplace:  # no graph to record
+                z.mul_(cis)
+                return x
+            return torch.view_as_real(z * cis).flatten(-2)
+        rotated = torch.view_as_real(torch.view_as_complex(pairs.to(work).contiguous()) * cis)  # (..., d/2, 2)
     if layout == "half":
         rotated = rotated.transpose(-1, -2)
     rotated = rotated.flatten(-2).to(x.dtype)

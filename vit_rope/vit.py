@@ -399,12 +399,12 @@ def from_timm(model_or_name: nn.Module | str, checkpoint_path: str | None = None
     if isinstance(model_or_name, str):
         # A fine-tuned checkpoint (say on ImageNet-100) carries its own head: build the timm
         # model with that many classes, so its weights load as they are.
-        num_classes = {}
-        if checkpoint_path:
-            head = timm.models.load_state_dict(checkpoint_path).get("head.weight")
-            if head is not None:
-                num_classes = {"num_classes": head.shape[0]}
-        model = timm.create_model(model_or_name, pretrained=False, checkpoint_path=checkpoint_path or "", **num_classes)
+        state = timm.models.load_state_dict(checkpoint_path) if checkpoint_path else None
+        head = state.get("head.weight") if state else None
+        num_classes = {} if head is None else {"num_classes": head.shape[0]}
+        model = timm.create_model(model_or_name, pretrained=False, **num_classes)
+        if state is not None:
+            model.load_state_dict(state)
     else:
         model = model_or_name
         if checkpoint_path:
