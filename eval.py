@@ -9,12 +9,18 @@ python eval.py compare=multirun/2026-11-23/10-00-00
 import hydra
 from omegaconf import DictConfig
 
-from vit_rope.pipeline import evaluate_model, run_main
+from vit_rope.tasks.common import run_main
+from vit_rope.tasks.compare import compare
+from vit_rope.tasks.evaluate import evaluate_model
+
+
+def _eval_or_compare(cfg: DictConfig) -> dict:
+    return compare(cfg) if cfg.get("compare") else evaluate_model(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    run_main(evaluate_model, cfg)
+    run_main(_eval_or_compare, cfg)
 
 
 if __name__ == "__main__":

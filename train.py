@@ -8,7 +8,8 @@ python train.py data=imagefolder data.root=/data/imagenet data.classes=imagenet1
 import hydra
 from omegaconf import DictConfig
 
-from vit_rope.pipeline import run_main, train
+from vit_rope.tasks.common import run_main
+from vit_rope.tasks.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -1,4 +1,4 @@
-"""The comparison report: results.json trees -> comparison.csv / .md / .png (DESIGN section 5)."""
+"""The comparison report: a tree of runs -> comparison.csv / .md / .png, and its Hydra callback."""
 
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ import yaml
 from PIL import Image
 
 from vit_rope.errors import ConfigError
-from vit_rope.report import (
-    ComparisonCallback,
-    ResultsFormatError,
-    collect_runs,
-    load_results,
-    main,
-    write_comparison,
-)
+from vit_rope.report.callback import ComparisonCallback
+from vit_rope.report.collect import collect_runs
+from vit_rope.report.plot import comparison_figure
+from vit_rope.report.write import write_comparison
 
-ROOT = Path(__file__).resolve().parents[1]
 RESOLUTIONS = (32, 48, 64)
 TRAIN_RES = 32
 
@@ -135,7 +130,9 @@ def test_write_comparison(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     }
     expected |= {("sincos", s) for s in ("extrapolate", "interpolate", "ntk", "yarn")}
     assert len(labels) == len(set(labels)) == len(expected) and set(labels) == expected
-    assert [r[1] for r in body[:3]] == ["extrapolate", "extrapolate", "extrapolate+logn"]
+    assert labels[:3] == [("sincos", "extrapolate"), ("rope_axial", "extrapolate"), ("rope_axial", "extrapolate+logn")]
+    assert labels[-1] == ("rope_axial", "yarn+logn")
+    assert "Top-1 accuracy (%) at each test resolution (pixels);" in md
     assert "| encoding | strategy | 32 (train) | 48 | 64 |" in md
     cells = {(r[0], r[1]): r[2:] for r in body}
     assert cells[("sincos", "ntk")] == ["n/a"] * 3 and cells[("sincos", "yarn")] == ["n/a"] * 3
@@ -154,6 +151,55 @@ def test_write_comparison(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     assert "rope_axial" in capsys.readouterr().out  # the table went to the terminal
 
 
+def test_comparison_figure(sweep: Path) -> None:
+    """One panel for the one table: a line per drawable row, n/a rows left out, the training resolution marked."""
+    fig = comparison_figure(collect_runs(sweep))
+    (ax,) = fig.axes
+    assert ax.get_title() == "shapes · vit_micro · zoom mode, trained at 32"
+    assert ax.get_xlabel() == "test resolution (pixels)"
+    assert list(ax.get_xticks()) == [32, 48, 64]
+    lines = {c.get_label(): c[0] for c in ax.containers}
+    expected = {
+        f"rope_axial · {s}{suffix}" for s in ("extrapolate", "interpolate", "ntk", "yarn") for suffix in ("", "+logn")
+    }
+    expected |= {"sincos · extrapolate", "sincos · interpolate"}  # ntk and yarn are n/a for sincos
+    assert set(lines) == expected
+    assert lines["rope_axial · ntk+logn"].get_linestyle() == "--"
+    assert lines["rope_axial · ntk"].get_linestyle() == "-"
+    assert list(lines["sincos · interpolate"].get_ydata()) == [80.0, 72.0, 64.0]
+    assert lines["rope_axial · extrapolate"].get_color() != lines["sincos · extrapolate"].get_color()
+    (train_line,) = [ln for ln in ax.get_lines() if ln.get_label() == "training resolution (32)"]
+    assert list(train_line.get_xdata()) == [32, 32]
+
+
+@pytest.mark.parametrize(
+    ("data", "unit", "expected"),
+    [
+        ("sequences", None, "tokens"),  # inferred from the data
+        ("sequences", "tokens", "tokens"),
+        ("shapes", None, "pixels"),
+        ("sequences", "px", "pixels"),  # the run's own unit wins
+    ],
+)
+def test_text_run_axis_in_tokens(tmp_path: Path, data: str, unit: str | None, expected: str) -> None:
+    """A text run's lengths are tokens, in the plot's x label and the markdown caption, not pixels."""
+    run = results("rope1d", [metric(r, "extrapolate", False, 90.0 - r / 10) for r in (64, 128, 256)])
+    run["run"].update(data=data, model="text_micro", train_resolution=64)
+    if unit is not None:
+        run["run"]["unit"] = unit
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(run))
+    runs = collect_runs(tmp_path)
+    assert runs[0].unit == ("tokens" if expected == "tokens" else "px")
+    (ax,) = comparison_figure(runs).axes
+    other = "pixels" if expected == "tokens" else "tokens"
+    assert f"({expected})" in ax.get_xlabel() and other not in ax.get_xlabel()
+    md = write_comparison(tmp_path, echo=False)["md"].read_text()
+    (caption,) = [ln for ln in md.splitlines() if ln.startswith("Top-1 accuracy")]
+    assert f"({expected})" in caption and other not in caption
+    assert "| encoding | strategy | 64 (train) | 128 | 256 |" in md
+
+
 def test_seeds_are_averaged(tmp_path: Path) -> None:
     for seed, top1 in ((0, 80.0), (1, 84.0)):
         m = [metric(TRAIN_RES, "extrapolate", False, top1), metric(64, "extrapolate", False, top1 - 10)]
@@ -162,6 +208,13 @@ def test_seeds_are_averaged(tmp_path: Path) -> None:
     # mean 82.0, sample std sqrt(((80-82)^2 + (84-82)^2) / 1) = 2.83
     assert table_rows(md) == [["rope_mixed", "extrapolate", "82.0 ± 2.8", "72.0 ± 2.8"]]
     assert "mean ± std (sample std) over the 2 runs" in md and "seeds 0, 1" in md
+    # the plot draws the same mean with the std as error bars
+    (ax,) = comparison_figure(collect_runs(tmp_path)).axes
+    (bars,) = ax.containers
+    line, _, (bar_lines,) = bars
+    assert list(line.get_ydata()) == pytest.approx([82.0, 72.0])
+    spans = [y for seg in bar_lines.get_segments() for y in (seg[0][1], seg[1][1])]
+    assert spans == pytest.approx([82.0 - 2.828, 82.0 + 2.828, 72.0 - 2.828, 72.0 + 2.828], abs=1e-3)
 
 
 def test_groups_differ_in_data(tmp_path: Path) -> None:
@@ -176,53 +229,52 @@ def test_groups_differ_in_data(tmp_path: Path) -> None:
     assert table_rows(md) == [["rope_axial", "extrapolate", "60.0"], ["rope_axial", "extrapolate", "70.0"]]
 
 
-def test_load_results_names_malformed_file(tmp_path: Path) -> None:
-    good = results("rope_axial", [metric(TRAIN_RES, "extrapolate", False, 70.0)])
-    path = tmp_path / "run" / "results.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(good))
-    assert load_results(path.parent) == good
-    bad = json.loads(json.dumps(good))
+def test_malformed_results_listed_as_failed(tmp_path: Path) -> None:
+    """A run whose results.json breaks the schema is a failed run naming the file, not dropped."""
+    bad = results("rope_axial", [metric(TRAIN_RES, "extrapolate", False, 70.0)])
     bad["metrics"][0]["top1"] = None  # null without a note
-    path.write_text(json.dumps(bad))
-    with pytest.raises(ResultsFormatError, match=r"results.json: metrics\[0\].top1 is null without a \"note\""):
-        load_results(path)
-    path.write_text("{not json")
-    with pytest.raises(ResultsFormatError, match="Malformed results file .*results.json: not readable as JSON"):
-        load_results(path)
-    # in a tree, the malformed run is listed as failed with that message, not dropped
-    (run,) = collect_runs(tmp_path)
-    assert run.status == "failed" and "not readable as JSON" in run.error
+    for name, text in (("0_null", json.dumps(bad)), ("1_garbled", "{not json")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(text)
+    runs = collect_runs(tmp_path)
+    assert [(r.run_dir.name, r.status) for r in runs] == [("0_null", "failed"), ("1_garbled", "failed")]
+    assert 'results.json: metrics[0].top1 is null without a "note"' in runs[0].error
+    assert "results.json: not readable as JSON" in runs[1].error
+    md = write_comparison(tmp_path, echo=False)["md"].read_text()
+    assert "2 runs: 0 finished, 2 failed, 0 unfinished." in md
+    assert "No run has finished yet, so there is no table." in md
+    assert "`1_garbled` **failed**: `(no overrides)`: Malformed results file" in md
 
 
 def test_no_runs(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="No runs under"):
+    with pytest.raises(ConfigError, match="No runs under") as err:
         collect_runs(tmp_path)
-
-
-def test_cli_missing_dir(tmp_path: Path) -> None:
+    assert "multirun/2026-11-23/10-00-00" in str(err.value)  # the fix
     target = tmp_path / "multirun" / "nope"
-    proc = subprocess.run(
-        [sys.executable, "-m", "vit_rope.report", str(target)], capture_output=True, text=True, cwd=ROOT
-    )
-    assert proc.returncode == 2
-    assert f"Directory '{target}' does not exist" in proc.stderr
-    assert "multirun/2026-11-23/10-00-00" in proc.stderr  # the fix
-    assert "Traceback" not in proc.stderr + proc.stdout
+    with pytest.raises(ConfigError, match=f"Directory '{target}' does not exist") as err:
+        write_comparison(target, echo=False)
+    assert "multirun/2026-11-23/10-00-00" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_cli_empty_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main([str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert f"No runs under '{tmp_path}'" in err and "multirun/2026-11-23/10-00-00" in err
-
-
-def test_cli_writes_files(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_write_comparison_out_dir_quiet(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "report"
-    assert main([str(sweep), "--out", str(out)]) == 0
-    assert "rope_axial" in capsys.readouterr().out
-    assert all((out / n).is_file() for n in ("comparison.csv", "comparison.md", "comparison.png"))
-    assert not (sweep / "comparison.md").exists()
+    paths = write_comparison(sweep, out_dir=out, echo=False)
+    assert paths == {"csv": out / "comparison.csv", "md": out / "comparison.md", "png": out / "comparison.png"}
+    assert all(p.is_file() for p in paths.values())
+    assert not list(sweep.glob("comparison.*"))
+    assert capsys.readouterr().out == ""
+    # the run directories are named relative to the sweep, wherever the files go
+    assert "`2_ape` **failed**" in paths["md"].read_text()
+
+
+def test_one_run_from_its_results_file(sweep: Path) -> None:
+    run_file = sweep / "0_rope_axial" / "results.json"
+    paths = write_comparison(run_file, echo=False)
+    assert all(p.parent == run_file.parent for p in paths.values())
+    md = paths["md"].read_text()
+    assert "1 runs: 1 finished, 0 failed, 0 unfinished." in md
+    assert {r[0] for r in table_rows(md)} == {"rope_axial"}
 
 
 def test_callback_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -270,7 +322,7 @@ def test_callback_in_hydra_sweep_with_failing_job(tmp_path: Path) -> None:
             "-m",
             "+pos_embed=rope_axial,bad,ape",
             f"hydra.sweep.dir={sweep}",
-            "+hydra.callbacks.comparison._target_=vit_rope.report.ComparisonCallback",
+            "+hydra.callbacks.comparison._target_=vit_rope.report.callback.ComparisonCallback",
         ],  # fmt: skip
         capture_output=True,
         text=True,

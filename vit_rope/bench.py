@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit_rope.pos_embed import ENCODINGS
-from vit_rope.vit import MODEL_SIZES, create_model
+from vit_rope.models.encodings import ENCODINGS
+from vit_rope.models.vit import MODEL_SIZES, create_model, list_models
 
 LAYER_SCALE = 1e-5  # timm's RoPE-ViT models use LayerScale with this init; every row gets it
 # timm's counterpart of each of our encodings: (timm definition, what it is)
@@ -311,7 +311,7 @@ def print_table(result: dict) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vit_rope.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="vit_micro", choices=sorted(MODEL_SIZES), help="model size (default vit_micro)")
+    p.add_argument("--model", default="vit_micro", choices=list_models(), help="model size (default vit_micro)")
     p.add_argument("--img-size", type=int, default=224, help="resolution the models are built for and trained at")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=10, help="timed steps per candidate and mode, one per round-robin turn")

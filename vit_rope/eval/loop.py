@@ -8,11 +8,8 @@ data module's ``eval_dataloader(resolution, mode)``. At the training resolution 
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,13 +17,10 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
-from vit_rope.errors import ConfigError
-from vit_rope.rope import STRATEGIES, PositionConfigError
-from vit_rope.vit import VisionTransformer
-
-
-class EvalConfigError(ConfigError):
-    """An evaluation setting that cannot work; the message names the value and the fix."""
+from vit_rope.errors import check_divisible
+from vit_rope.eval.results import add_retention
+from vit_rope.extrapolate import STRATEGIES, check_strategy
+from vit_rope.models.vit import VisionTransformer
 
 
 def default_resolutions(model: Any, train_resolution: int) -> list[int]:
@@ -40,15 +34,10 @@ def default_resolutions(model: Any, train_resolution: int) -> list[int]:
 def check_eval_settings(model: Any, resolutions: Sequence[int], strategies: Sequence[str]) -> None:
     """Refuse bad settings before anything runs, so nothing half-written is left behind."""
     for s in strategies:
-        if s not in STRATEGIES:
-            raise EvalConfigError(f"Unknown strategy '{s}' in eval.strategies; choose from {', '.join(STRATEGIES)}.")
+        check_strategy(s, key="strategy in eval.strategies")
     if isinstance(model, VisionTransformer):
-        p = model.patch_size
-        bad = [r for r in resolutions if int(r) % p != 0]
-        if bad:
-            raise EvalConfigError(
-                f"eval.resolutions {bad} are not multiples of the patch size {p}; use multiples of {p}."
-            )
+        for r in resolutions:
+            check_divisible("eval.resolutions entry", int(r), model.patch_size, "the patch size")
 
 
 def evaluate(
@@ -59,7 +48,7 @@ def evaluate(
     strategies: Sequence[str] = STRATEGIES,
     logn: Sequence[bool] = (False, True),
     mode: str | None = None,
-    writer: Any = None,
+    loggers: Sequence[Any] = (),
 ) -> list[dict]:
     """Accuracy of ``module`` at each resolution x strategy x logn.
 
@@ -70,10 +59,10 @@ def evaluate(
         resolutions: Image sides or sequence lengths; ``None`` for :func:`default_resolutions`.
         strategies, logn: Combinations to run; a strategy that does not apply is recorded n/a.
         mode: ``zoom`` or ``canvas``; ``None`` takes the data module's default.
-        writer: Optional TensorBoard ``SummaryWriter``; top-1 per strategy against resolution.
+        loggers: Lightning loggers; each gets top-1 per strategy with the resolution as its step.
 
     Returns:
-        Metric rows as in DESIGN section 5 (``top1``/``top5`` in percent, ``retention``).
+        Metric rows of ``results.json`` (:mod:`vit_rope.eval.results`).
     """
     model = module.model
     mode = eval_mode(datamodule, mode)
@@ -101,8 +90,8 @@ def evaluate(
                     loss=round(float(out["val/loss"]), 6),
                     n=int(out["val/n"]),
                 )
-                if writer is not None:
-                    writer.add_scalar(f"eval_top1/{strategy}{'_logn' if use_logn else ''}", row["top1"], res)
+                for lg in loggers:
+                    lg.log_metrics({f"eval_top1/{strategy}{'_logn' if use_logn else ''}": row["top1"]}, step=res)
             rows.append(row)
             progress.advance(task)
     add_retention(rows, train_res)
@@ -130,40 +119,3 @@ def _unpadded(loader: DataLoader, trainer: L.Trainer) -> DataLoader:
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
     )
-
-
-def add_retention(rows: list[dict], train_resolution: int) -> None:
-    """``retention`` = top-1 / top-1 at the training resolution with the same strategy and logn."""
-    base = {
-        (r["strategy"], r["logn"]): r["top1"]
-        for r in rows
-        if r["resolution"] == train_resolution and r["top1"] is not None
-    }
-    for r in rows:
-        ref = base.get((r["strategy"], r["logn"]))
-        if r["top1"] is None or not ref:
-            r["retention"] = None
-        else:
-            r["retention"] = round(r["top1"] / ref, 4)
-
-
-def write_results(path: str | Path, run: dict, metrics: list[dict]) -> Path:
-    """Write ``results.json`` (DESIGN section 5) atomically: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()} for m in metrics]
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"run": run, "metrics": clean}, indent=2))
-    tmp.replace(path)
-    return path
-
-
-__all__ = [
-    "EvalConfigError",
-    "PositionConfigError",
-    "add_retention",
-    "check_eval_settings",
-    "default_resolutions",
-    "evaluate",
-    "write_results",
-]

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerScale, Mlp
 from torch import nn
 
-from vit_rope.rope import apply_rotary
-
-RopeTables = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (N, d/2) or (heads, N, d/2)
+from vit_rope.errors import ConfigError
+from vit_rope.layers.rope_embed import RotaryTables
+from vit_rope.layers.rotary import apply_rotary
 
 
 class Attention(nn.Module):
@@ -27,7 +27,6 @@ class Attention(nn.Module):
         num_heads: Heads; ``head_dim = C / num_heads``.
         qkv_bias: Bias on the fused qkv projection.
         attn_drop, proj_drop: Dropout rates.
-        rope_layout: Pair layout of the rotation (``interleaved`` or ``half``).
     """
 
     def __init__(
@@ -37,29 +36,27 @@ class Attention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
-        rope_layout: str = "interleaved",
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"embed_dim {dim} is not divisible by num_heads {num_heads}; pick num_heads that divides it."
             )
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.rope_layout = rope_layout
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, rope: RopeTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
         if rope is not None:
             # q and k in one op, written back into the projection's output: SDPA then reads (and
             # saves for backward) views of one buffer, as without RoPE, and no copy of q, k is made.
-            apply_rotary(qkv[:2], *rope, self.rope_layout, inplace=True)
+            apply_rotary(qkv[:2], rope.cos, rope.sin, rope.layout, inplace=True)
         q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         x = F.scaled_dot_product_attention(
             q,
@@ -87,11 +84,10 @@ class Block(nn.Module):
         attn_drop: float = 0.0,
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
         act_layer: Callable[[], nn.Module] = nn.GELU,
-        rope_layout: str = "interleaved",
     ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop, rope_layout)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
@@ -99,7 +95,7 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, rope: RopeTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), rope, logit_scale)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x

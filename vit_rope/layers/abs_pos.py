@@ -1,77 +1,18 @@
-"""Absolute position encodings and the table of named encodings (DESIGN section 2).
-
-``ENCODINGS`` maps each ``pos_embed=`` name to what it is made of: an optional rotary part
-(built by :class:`vit_rope.rope.Rotary`) and an optional absolute table added to the patch
-tokens. The sin-cos table uses the rotary core's positions and angles; only the learned table
-has its own code, and it resamples with timm's ``resample_abs_pos_embed``.
-"""
+"""Absolute position tables added to the grid tokens: learned (resampled at other grids) and
+fixed sin-cos (recomputed for any grid from the rotary core's positions and angles)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from vit_rope.rope import (
-    PositionConfigError,
-    axial_frequencies,
-    check_strategy,
-    grid_positions,
-    rotary_angles,
-)
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """What a named position encoding is made of."""
-
-    rotary: str | None  # "1d", "axial", "mixed" or None
-    absolute: str | None  # "learned", "sincos" or None
-    cls_slot: bool = False  # the learned table has an entry for the prefix tokens (timm ViT)
-
-
-ENCODINGS: dict[str, Encoding] = {
-    "none": Encoding(None, None),
-    "ape": Encoding(None, "learned", cls_slot=True),
-    "sincos": Encoding(None, "sincos"),
-    "rope1d": Encoding("1d", None),
-    "rope_axial": Encoding("axial", None),
-    "rope_mixed": Encoding("mixed", None),
-    "rope_axial_ape": Encoding("axial", "learned"),
-    "rope_mixed_ape": Encoding("mixed", "learned"),
-}
-TEXT_ENCODINGS = ("none", "ape", "rope1d")
-
-
-def get_encoding(name: str, allowed: Sequence[str] | None = None) -> Encoding:
-    """Look up ``name``; ``allowed`` restricts the choice (the text model takes three)."""
-    allowed = tuple(allowed) if allowed is not None else tuple(ENCODINGS)
-    if name not in allowed:
-        raise PositionConfigError(f"Unknown position encoding '{name}'; choose one of {', '.join(allowed)}.")
-    return ENCODINGS[name]
-
-
-def strategy_applies(encoding: Encoding, strategy: str, coords: str = "index") -> bool:
-    """Whether a test-time strategy means something for an encoding (else the result is n/a).
-
-    Rotary encodings take every strategy (NTK needs a base, so not learned frequencies;
-    normalized coordinates take only ``extrapolate``). A learned table is resampled under both
-    ``extrapolate`` and ``interpolate``; a sin-cos table is recomputed on the larger grid or at
-    fractional positions. NTK and YaRN rescale rotary frequencies, so they are n/a without them.
-    With no encoding at all, only ``extrapolate`` (do nothing) applies.
-    """
-    check_strategy(strategy)
-    if encoding.rotary is not None:
-        if coords == "normalized":
-            return strategy == "extrapolate"
-        return not (strategy == "ntk" and encoding.rotary == "mixed")
-    if encoding.absolute is not None:
-        return strategy in ("extrapolate", "interpolate")
-    return strategy == "extrapolate"
+from vit_rope.errors import PositionConfigError
+from vit_rope.extrapolate import check_strategy
+from vit_rope.layers.rotary import axial_frequencies, grid_positions, rotary_angles
 
 
 class LearnedPosEmbed(nn.Module):
@@ -129,17 +70,26 @@ class SinCosPosEmbed(nn.Module):
     MAE. Under ``interpolate`` the positions are scaled back into the training range.
     """
 
-    def __init__(self, embed_dim: int, train_grid: Sequence[int], base: float = 10000.0):
+    BASE = 10000.0
+
+    def __init__(self, embed_dim: int, train_grid: Sequence[int]):
         super().__init__()
         self.train_grid = tuple(int(g) for g in train_grid)
         num_axes = len(self.train_grid)
-        self.register_buffer("freqs", axial_frequencies(embed_dim, base, num_axes), persistent=False)
+        if embed_dim % (2 * num_axes) != 0:
+            raise PositionConfigError(
+                f"embed_dim {embed_dim} cannot hold a {num_axes}D sin-cos table; use a multiple of {2 * num_axes}."
+            )
+        self.register_buffer("freqs", axial_frequencies(embed_dim, self.BASE, num_axes), persistent=False)
         self.strategy = "extrapolate"
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def _apply(self, fn, recurse=True):
         self._cache.clear()
         return super()._apply(fn, recurse)
+
+    def set_strategy(self, strategy: str) -> None:
+        self.strategy = check_strategy(strategy)
 
     def table(self, grid: Sequence[int]) -> torch.Tensor:
         grid = tuple(int(g) for g in grid)

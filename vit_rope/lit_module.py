@@ -1,12 +1,14 @@
 """LightningModule for classification: loss, optimiser, schedule, Mixup/CutMix and metrics.
 
-The same module trains and evaluates images and text; :func:`build_model` turns the
-``model`` and ``pos_embed`` config groups into a :class:`vit_rope.vit.Transformer`.
+The same module trains and evaluates images and text. It receives a built network (the task
+builds it from the ``model`` and ``pos_embed`` groups) and the typed ``optim`` group.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -16,49 +18,47 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from vit_rope.errors import ConfigError
-from vit_rope.text import create_text_model
-from vit_rope.vit import Transformer, create_model
-
-# pos_embed group keys -> Transformer arguments
-_POS_ARGS = {
-    "base": "rope_base",
-    "layout": "rope_layout",
-    "coords": "rope_coords",
-    "shift": "rope_shift",
-    "jitter": "rope_jitter",
-    "rescale": "rope_rescale",
-    "yarn_alpha": "yarn_alpha",
-    "yarn_beta": "yarn_beta",
-}
+from vit_rope.errors import ConfigError, check_range
+from vit_rope.models.trunk import Transformer
 
 
-def build_model(
-    model: dict, pos_embed: dict, num_classes: int, resolution: int, vocab_size: int | None = None
-) -> Transformer:
-    """Model from the ``model`` and ``pos_embed`` config groups.
+@dataclass(frozen=True)
+class OptimConfig:
+    """The ``optim`` config group: AdamW, its schedule, and the training loss's regularisers.
 
     Args:
-        model: ``name``, ``kind`` (``vit`` or ``text``), and model options (``patch_size``,
-            ``drop_path_rate``, ``init_values``, size overrides, ...).
-        pos_embed: ``name`` and the encoding's options (``base``, ``layout``, ``coords``, ...).
-        num_classes: Classifier outputs.
-        resolution: Training image side (or sequence length for text).
-        vocab_size: Token ids, for text models.
+        lr: Peak learning rate.
+        weight_decay: AdamW decay; none on norms, biases, prefix tokens, absolute tables and
+            rotary frequencies.
+        betas: AdamW betas.
+        warmup_epochs: Linear warmup length (fractions allowed), then cosine decay, per step.
+        min_lr_ratio: Final learning rate as a fraction of ``lr``.
+        label_smoothing: Smoothing of the hard-label loss (and of Mixup targets).
+        mixup, cutmix: timm Mixup/CutMix alphas (0 disables).
     """
-    model = dict(model)
-    name, kind = model.pop("name"), model.pop("kind", "vit")
-    pos = dict(pos_embed)
-    args = {_POS_ARGS[k]: v for k, v in pos.items() if k in _POS_ARGS and v is not None}
-    args.update({k: v for k, v in model.items() if v is not None})
-    if kind == "text":
-        if vocab_size is None:
-            raise ConfigError("A text model needs token data; use data=sequences with model=text_micro.")
-        args.pop("patch_size", None)
-        return create_text_model(name, vocab_size, resolution, num_classes, pos_embed=pos["name"], **args)
-    if vocab_size is not None:
-        raise ConfigError(f"model={name} takes images but the data holds token sequences; use model=text_micro.")
-    return create_model(name, pos_embed=pos["name"], num_classes=num_classes, img_size=resolution, **args)
+
+    lr: float = 2.0e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 0.3
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("optim.lr", self.lr, 0.0, 1.0, low_open=True)
+        check_range("optim.weight_decay", self.weight_decay, 0.0)
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas={list(self.betas)} must hold two numbers, e.g. [0.9, 0.999].")
+        for i, beta in enumerate(self.betas):
+            check_range(f"optim.betas[{i}]", beta, 0.0, 1.0, high_open=True)
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        check_range("optim.warmup_epochs", self.warmup_epochs, 0.0)
+        check_range("optim.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("optim.label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_range("optim.mixup", self.mixup, 0.0)
+        check_range("optim.cutmix", self.cutmix, 0.0)
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -70,52 +70,37 @@ def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> 
 
 
 class ClassificationModule(L.LightningModule):
-    """Trains and validates a :class:`Transformer` classifier.
+    """Trains and validates a classifier network (images or text).
 
     Args:
-        model, pos_embed: Config groups (plain dicts), see :func:`build_model`.
-        num_classes, resolution, vocab_size: From the data module.
-        lr, weight_decay, betas: AdamW; no decay on norms, biases, prefix tokens, absolute
-            tables and rotary frequencies.
-        warmup_epochs, min_lr_ratio: Linear warmup, then cosine decay, per optimiser step.
-        label_smoothing: Smoothing of the hard-label loss (and of Mixup targets).
-        mixup, cutmix: timm Mixup/CutMix alphas (0 disables).
-        compile: Run ``torch.compile`` on the model for training and validation.
-        net: Use this model instead of building one from ``model`` and ``pos_embed``.
+        net: The built network (a :class:`vit_rope.models.trunk.Transformer`).
+        optim: Optimiser, schedule and loss settings; the YAML defaults when omitted.
+        compile: Run ``torch.compile`` on the network for training and validation.
     """
 
-    def __init__(
-        self,
-        model: dict,
-        pos_embed: dict,
-        num_classes: int,
-        resolution: int,
-        vocab_size: int | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 1.0,
-        min_lr_ratio: float = 0.01,
-        label_smoothing: float = 0.1,
-        mixup: float = 0.0,
-        cutmix: float = 0.0,
-        compile: bool = False,
-        net: Transformer | None = None,
-    ) -> None:
+    def __init__(self, net: Transformer, optim: OptimConfig | None = None, compile: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
-        # ``net``: an already built model (e.g. converted from timm) instead of the config's.
-        self.model = net if net is not None else build_model(model, pos_embed, num_classes, resolution, vocab_size)
+        optim = optim if optim is not None else OptimConfig()
+        self.optim = optim
+        num_classes = net.num_classes
+        # Plain values only, so that checkpoints and every logger's hparams read them.
+        self.save_hyperparameters(
+            {"optim": dataclasses.asdict(optim), "num_classes": num_classes, "compile": bool(compile)}
+        )
+        self.model = net
         self.mixup = None
-        if mixup > 0 or cutmix > 0:
+        if optim.mixup > 0 or optim.cutmix > 0:
             self.mixup = Mixup(
-                mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes
+                mixup_alpha=optim.mixup,
+                cutmix_alpha=optim.cutmix,
+                label_smoothing=optim.label_smoothing,
+                num_classes=num_classes,
             )
             self.train_loss = SoftTargetCrossEntropy()
+        elif optim.label_smoothing > 0:
+            self.train_loss = LabelSmoothingCrossEntropy(optim.label_smoothing)
         else:
-            self.train_loss = (
-                LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
-            )
+            self.train_loss = nn.CrossEntropyLoss()
         self.val_loss = nn.CrossEntropyLoss(reduction="sum")
         self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
@@ -147,8 +132,8 @@ class ClassificationModule(L.LightningModule):
         return loss
 
     def _smooth(self, y: torch.Tensor) -> torch.Tensor:
-        eps = self.hparams.label_smoothing
-        n = self.hparams.num_classes
+        eps = self.optim.label_smoothing
+        n = self.model.num_classes
         return torch.full((y.shape[0], n), eps / n, device=y.device).scatter_(1, y[:, None], 1 - eps + eps / n)
 
     def configure_optimizers(self):
@@ -158,7 +143,7 @@ class ClassificationModule(L.LightningModule):
             if not p.requires_grad:
                 continue
             (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-        hp = self.hparams
+        hp = self.optim
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr,

@@ -1,0 +1,176 @@
+"""The ``imagefolder`` data: any ``train/`` + ``val/`` class-folder tree (ImageNet, Imagenette,
+your own), with timm's training augmentation and a resize + centre-crop evaluation transform
+that is the same at every resolution."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+
+from vit_rope.data.class_lists import resolve_classes
+from vit_rope.data.common import DataConfigError, check_loader_options, make_loader
+from vit_rope.data.folder_dataset import ClassSubsetFolder, collate_skip_unreadable
+from vit_rope.errors import check_choice, check_range
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def eval_transform(resolution: int, crop_pct: float = 0.875) -> T.Compose:
+    """Resize the shorter side to ``int(resolution / crop_pct)`` (bicubic), centre-crop
+    ``resolution``, normalise with ImageNet mean/std. ``crop_pct`` is the same at every
+    resolution, so results at different resolutions are comparable."""
+    return T.Compose(
+        [
+            T.Resize(int(resolution / crop_pct), interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(resolution),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Any ``train/`` + ``val/`` class-folder tree (ImageNet, Imagenette, your own).
+
+    Every option, the root and the class selection are checked when the module is built, so a
+    bad setting fails before anything runs; the file lists are read in :meth:`setup` (or on
+    first use). Defaults are those of ``conf/data/imagefolder.yaml``.
+
+    Args:
+        root: Holds ``train/<class>/*`` and ``val/<class>/*``.
+        img_size: Training resolution, a whole number >= 1.
+        classes: Subset, see :func:`~vit_rope.data.class_lists.resolve_classes`; labels are
+            ``0..K-1`` in sorted order, the same in train and val.
+        max_per_class: At most this many images per class and split (the first in sorted
+            order), a whole number >= 1, or ``None`` for all.
+        batch_size: Per step and device (also for evaluation unless ``eval_dataloader`` is given one).
+        num_workers: Loader workers; ``None`` picks :func:`~vit_rope.data.common.default_num_workers`.
+        crop_pct: Evaluation centre-crop fraction in (0, 1], fixed across resolutions.
+        auto_augment: timm AutoAugment / RandAugment policy string (e.g. ``rand-m9-mstd0.5-inc1``) or ``None``.
+        re_prob: Random-erasing probability in [0, 1].
+        skip_corrupt: Skip unreadable image files (counted in :attr:`num_skipped`) instead of
+            stopping with an error that names the file; a batch of only unreadable files still
+            stops with a :class:`~vit_rope.data.common.CorruptImageError`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        img_size: int = 224,
+        classes: str | Sequence[str] | None = None,
+        max_per_class: int | None = None,
+        batch_size: int = 128,
+        num_workers: int | None = None,
+        crop_pct: float = 0.875,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        skip_corrupt: bool = False,
+    ) -> None:
+        super().__init__()
+        if root is None or str(root).strip() in ("", "???"):
+            raise DataConfigError(
+                "data.root is not set; set data.root to a folder that holds train/ and val/ class folders."
+            )
+        self.img_size = check_range("data.img_size", img_size, 1, integer=True)
+        self.max_per_class = check_range("data.max_per_class", max_per_class, 1, integer=True, optional=True)
+        self.batch_size, self.num_workers = check_loader_options(batch_size, num_workers)
+        self.crop_pct = float(check_range("data.crop_pct", crop_pct, 0, 1, low_open=True))
+        self.re_prob = float(check_range("data.re_prob", re_prob, 0, 1))
+        self.skip_corrupt = bool(check_choice("data.skip_corrupt", skip_corrupt, (True, False)))
+        self.auto_augment = auto_augment
+        try:
+            self.train_transform()  # timm checks the policy name when it builds the pipeline
+        except (AssertionError, TypeError, ValueError, KeyError) as e:
+            raise DataConfigError(
+                f"data.auto_augment={auto_augment!r} is not a timm augmentation policy ({e}); use e.g. "
+                "rand-m9-mstd0.5-inc1, augmix-m5-w3, original, or null for none."
+            ) from e
+        self.root = Path(str(root)).expanduser()
+        self.class_names = resolve_classes(self.root, classes)
+        self._sets: dict[str, ClassSubsetFolder] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train_resolution(self) -> int:
+        return self.img_size
+
+    def train_transform(self) -> Any:
+        """timm's training pipeline: random-resized crop, flip, colour jitter, optional
+        AutoAugment and random erasing, bicubic."""
+        from timm.data import create_transform
+
+        return create_transform(
+            self.img_size,
+            is_training=True,
+            auto_augment=self.auto_augment,
+            re_prob=self.re_prob,
+            interpolation="bicubic",
+        )
+
+    def eval_transform(self, resolution: int) -> T.Compose:
+        return eval_transform(resolution, self.crop_pct)
+
+    def _dataset(self, split: str) -> ClassSubsetFolder:
+        if split not in self._sets:
+            self._sets[split] = ClassSubsetFolder(
+                self.root / split, self.class_names, None, self.max_per_class, self.skip_corrupt
+            )
+        return self._sets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        self._dataset("val")
+        if stage in (None, "fit"):
+            self._dataset("train")
+
+    @property
+    def num_skipped(self) -> int:
+        """Distinct unreadable files skipped so far (``skip_corrupt=True``)."""
+        return sum(ds.num_skipped for ds in self._sets.values())
+
+    def teardown(self, stage: str) -> None:
+        # Lightning calls this when fit / validate ends: one summary line after the per-file warnings.
+        if self.num_skipped:
+            log.warning(
+                "Skipped %d unreadable image file(s) (data.skip_corrupt=true); their names are in the warnings above.",
+                self.num_skipped,
+            )
+
+    def _with_transform(self, split: str, transform: Any) -> ClassSubsetFolder:
+        ds = copy.copy(self._dataset(split))  # shares the file list and the skip flags
+        ds.transform = transform
+        return ds
+
+    def _loader(self, ds: ClassSubsetFolder, batch_size: int, shuffle: bool = False, persistent: bool = False):
+        collate = collate_skip_unreadable if self.skip_corrupt else None
+        return make_loader(ds, batch_size, self.num_workers, shuffle, persistent, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self._with_transform("train", self.train_transform())
+        return self._loader(ds, self.batch_size, shuffle=True, persistent=True)
+
+    def val_dataloader(self) -> DataLoader:
+        ds = self._with_transform("val", self.eval_transform(self.img_size))
+        return self._loader(ds, self.batch_size, persistent=True)
+
+    def eval_dataloader(self, resolution: int, mode: str | None = None, batch_size: int | None = None) -> DataLoader:
+        """The validation images at ``resolution`` (resize to ``resolution / crop_pct``, centre crop)."""
+        if mode not in (None, "zoom"):
+            raise DataConfigError(
+                f"eval.mode='{mode}' needs synthetic scenes that can be re-rendered on a larger canvas; "
+                "use eval.mode=zoom for image folders."
+            )
+        ds = self._with_transform("val", self.eval_transform(int(resolution)))
+        return self._loader(ds, batch_size or self.batch_size)

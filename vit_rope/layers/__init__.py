@@ -1,0 +1,1 @@
+"""Layers: the rotary core, rotary and absolute position embeddings, attention."""

@@ -1,0 +1,128 @@
+"""Conversion from timm's ViT and RoPE-ViT models to this project's model, with the same weights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vit_rope.errors import PositionConfigError
+from vit_rope.models.encodings import make_pos_embed
+from vit_rope.models.vit import VisionTransformer, ViTConfig
+
+
+def _timm_encoding(model: nn.Module) -> tuple[str, dict]:
+    """Which of our encodings a timm model uses, and the options that reproduce it."""
+    from timm.layers.pos_embed_sincos import RotaryEmbeddingCat, RotaryEmbeddingMixed
+
+    rope = getattr(model, "rope", None)
+    has_table = getattr(model, "pos_embed", None) is not None
+    if rope is None:
+        if not has_table:
+            return "none", {}
+        if getattr(model, "no_embed_class", False):
+            raise PositionConfigError(
+                "This timm model's position table has no class-token slot without RoPE; "
+                "only timm's standard ViT (class slot) and the RoPE-ViT models convert."
+            )
+        return "ape", {}
+    suffix = "_ape" if has_table else ""
+    if isinstance(rope, RotaryEmbeddingMixed):
+        if rope.grid_indexing != "xy":
+            raise PositionConfigError("Only RoPE-Mixed with grid_indexing='xy' converts.")
+        return "rope_mixed" + suffix, {}
+    if isinstance(rope, RotaryEmbeddingCat):
+        ok = (not rope.in_pixels) and rope.grid_indexing == "xy" and rope.grid_type == "index"
+        ok = ok and rope.ref_feat_shape is None and getattr(rope, "grid_offset", 0.0) == 0.0
+        if not ok:
+            raise PositionConfigError(
+                "Only timm axial RoPE with in_pixels=False, grid_indexing='xy' and index grids converts."
+            )
+        layout = "half" if rope.rotate_half else "interleaved"
+        return "rope_axial" + suffix, {"base": float(rope.temperature), "layout": layout}
+    raise PositionConfigError(f"timm rotary module {type(rope).__name__} has no counterpart here.")
+
+
+def from_timm(model_or_name: nn.Module | str, checkpoint_path: str | None = None, **kwargs) -> VisionTransformer:
+    """Convert a timm ViT (``vit_*_patch16_224``) or RoPE-ViT (``vit_*_patch16_rope*_224``)
+    into this project's model with the same weights.
+
+    Args:
+        model_or_name: A timm model, or a timm model name (built with ``pretrained=False``).
+        checkpoint_path: Optional timm checkpoint to load into the named model first.
+        **kwargs: Extra options of the encoding (e.g. ``yarn_beta``).
+    """
+    import timm
+
+    if isinstance(model_or_name, str):
+        # A fine-tuned checkpoint (say on ImageNet-100) carries its own head: build the timm
+        # model with that many classes, so its weights load as they are.
+        state = timm.models.load_state_dict(checkpoint_path) if checkpoint_path else None
+        head = state.get("head.weight") if state else None
+        num_classes = {} if head is None else {"num_classes": head.shape[0]}
+        model = timm.create_model(model_or_name, pretrained=False, **num_classes)
+        if state is not None:
+            model.load_state_dict(state)
+    else:
+        model = model_or_name
+        if checkpoint_path:
+            timm.models.load_checkpoint(model, checkpoint_path)
+    blocks = model.blocks
+    first = blocks[0]
+    attn = first.attn
+    if not isinstance(getattr(attn, "q_norm", nn.Identity()), nn.Identity):
+        raise PositionConfigError("timm models with qk_norm have no counterpart here.")
+    if getattr(attn, "qkv", None) is None:
+        raise PositionConfigError("Only timm models with a fused qkv projection convert.")
+    if getattr(attn, "q_bias", None) is not None:
+        raise PositionConfigError(
+            "timm models with separate q/v biases (q_bias, BEiT/EVA style) have no counterpart here; "
+            "only models whose qkv projection carries its own bias convert."
+        )
+    pos_embed, opts = _timm_encoding(model)
+    has_layer_scale = getattr(first, "gamma_1", None) is not None or hasattr(getattr(first, "ls1", None), "gamma")
+    init_values = 1.0 if has_layer_scale else None  # creates LayerScale; its gamma is loaded below
+    pool = model.global_pool
+    if pool not in ("token", "avg"):
+        raise PositionConfigError(f"timm global_pool '{pool}' has no counterpart here; use token or avg.")
+    embed_dim = model.embed_dim
+    cfg = ViTConfig(
+        name=getattr(model, "default_cfg", {}).get("architecture", type(model).__name__),
+        embed_dim=embed_dim,
+        depth=len(blocks),
+        num_heads=attn.num_heads,
+        mlp_ratio=first.mlp.fc1.out_features / embed_dim,
+        qkv_bias=attn.qkv.bias is not None,
+        class_token=model.cls_token is not None,
+        num_reg_tokens=0 if getattr(model, "reg_token", None) is None else model.reg_token.shape[1],
+        global_pool=pool,
+        init_values=init_values,
+        patch_size=model.patch_embed.patch_size[0],
+        in_chans=model.patch_embed.proj.in_channels,
+    )
+    pos = make_pos_embed(pos_embed, **{**opts, **kwargs})
+    ours = VisionTransformer(cfg, pos, img_size=tuple(model.patch_embed.img_size), num_classes=model.num_classes)
+    ours.load_state_dict(_convert_state_dict(model, ours), strict=True)
+    return ours.eval() if not model.training else ours
+
+
+def _convert_state_dict(model: nn.Module, ours: VisionTransformer) -> dict[str, torch.Tensor]:
+    sd = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    rename = {"gamma_1": "ls1.gamma", "gamma_2": "ls2.gamma"}
+    for key, value in sd.items():
+        if key.startswith("rope."):
+            if key == "rope.freqs":  # timm (2, depth, heads, d/2) -> ours (depth, heads, d/2, 2)
+                out["rope.freqs"] = value.permute(1, 2, 3, 0).contiguous()
+            continue
+        if key == "pos_embed":
+            out["abs_pos.pos_embed"] = value
+            continue
+        parts = key.split(".")
+        if parts[0] == "blocks" and parts[2] in rename:
+            key = ".".join(parts[:2] + [rename[parts[2]]])
+        out[key] = value
+    expected = set(ours.state_dict())
+    unknown = sorted(set(out) - expected)
+    if unknown:
+        raise PositionConfigError(f"timm weights {unknown[:3]} have no counterpart here; this model does not convert.")
+    return out

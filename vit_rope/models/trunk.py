@@ -1,0 +1,228 @@
+"""The encoder trunk shared by the ViT and the text encoder: prefix tokens, the position
+encoding, the blocks, pooling and the head, and the switch between test-time strategies.
+
+A subclass only says how inputs become a grid of tokens (:meth:`Transformer.embed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from timm.models import named_apply
+from timm.models.vision_transformer import init_weights_vit_timm
+from torch import nn
+
+from vit_rope.errors import ConfigError, PositionConfigError, check_choice, check_range
+from vit_rope.extrapolate import check_strategy, logn_attention_factor
+from vit_rope.layers.abs_pos import LearnedPosEmbed
+from vit_rope.layers.attention import Block
+from vit_rope.models.encodings import PosEmbedConfig
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """Size and options of the trunk (the ``model`` config group, less what is specific to the input).
+
+    Args:
+        name: The size's name (``vit_micro``, ``vit_small``, ``text_micro``, ...).
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: Transformer size.
+        class_token, num_reg_tokens, global_pool: Prefix tokens and pooling (``token`` or ``avg``).
+        init_values: LayerScale init (``None`` disables LayerScale).
+        abs_init_std: Std of the normal init of a learned absolute table (timm: 0.02).
+        drop_rate, drop_path_rate, attn_drop_rate, proj_drop_rate: Regularisation.
+    """
+
+    name: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    class_token: bool = True
+    num_reg_tokens: int = 0
+    global_pool: str = "token"
+    init_values: float | None = None
+    abs_init_std: float = 0.02
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("model.embed_dim", self.embed_dim, 1, integer=True)
+        check_range("model.depth", self.depth, 1, integer=True)
+        check_range("model.num_heads", self.num_heads, 1, integer=True)
+        if self.embed_dim % self.num_heads != 0:
+            raise ConfigError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}; "
+                "pick num_heads that divides it."
+            )
+        check_range("model.mlp_ratio", self.mlp_ratio, 0.0, low_open=True)
+        check_range("model.num_reg_tokens", self.num_reg_tokens, 0, integer=True)
+        check_choice("model.global_pool", self.global_pool, ("token", "avg"))
+        if self.global_pool == "token" and not self.class_token:
+            raise ConfigError("global_pool=token needs class_token=true; set one of them differently.")
+        check_range("model.init_values", self.init_values, 0.0, low_open=True, optional=True)
+        check_range("model.abs_init_std", self.abs_init_std, 0.0, low_open=True)
+        for key in ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate"):
+            check_range(f"model.{key}", getattr(self, key), 0.0, 1.0, high_open=True)
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + self.num_reg_tokens
+
+
+class Transformer(nn.Module):
+    """Encoder trunk: tokens on a grid -> prefix tokens, positions, blocks, pooled logits.
+
+    Args:
+        cfg: Size and options.
+        pos: The position encoding.
+        train_grid: Token grid of the training input, ``(H, W)`` or ``(L,)``; the reference for
+            learned tables and test-time strategies.
+        num_classes: Classifier outputs (0 for features only).
+    """
+
+    def __init__(self, cfg: TrunkConfig, pos: PosEmbedConfig, train_grid: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        check_range("num_classes", num_classes, 0, integer=True)
+        self.cfg = cfg
+        self.pos = pos
+        self.encoding_name = pos.name
+        self.train_grid = tuple(int(g) for g in train_grid)
+        self.num_classes = num_classes
+        self.embed_dim = self.num_features = cfg.embed_dim
+        self.global_pool = cfg.global_pool
+        self.num_prefix_tokens = cfg.num_prefix_tokens
+        self.head_dim = cfg.head_dim
+        self.strategy = "extrapolate"
+        self.logn = False
+
+        D = cfg.embed_dim
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, cfg.num_reg_tokens, D)) if cfg.num_reg_tokens else None
+        self.abs_pos = pos.build_absolute(D, self.train_grid, self.num_prefix_tokens, cfg.abs_init_std)
+        self.rope = pos.build_rotary(cfg.head_dim, cfg.num_heads, cfg.depth, self.train_grid, self.num_prefix_tokens)
+
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # stochastic depth rule
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    D,
+                    cfg.num_heads,
+                    cfg.mlp_ratio,
+                    cfg.qkv_bias,
+                    cfg.init_values,
+                    dpr[i],
+                    cfg.proj_drop_rate,
+                    cfg.attn_drop_rate,
+                    norm_layer,
+                )
+                for i in range(cfg.depth)
+            ]
+        )
+        # timm: average pooling normalises after pooling, token pooling before it.
+        self.norm = norm_layer(D) if cfg.global_pool == "token" else nn.Identity()
+        self.fc_norm = norm_layer(D) if cfg.global_pool == "avg" else nn.Identity()
+        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head = nn.Linear(D, num_classes) if num_classes > 0 else nn.Identity()
+
+    def init_weights(self) -> None:
+        """timm's ViT init: truncated normal linears, tiny prefix tokens."""
+        named_apply(init_weights_vit_timm, self)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=1e-6)
+        if isinstance(self.abs_pos, LearnedPosEmbed):
+            self.abs_pos.reset_parameters()
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Input -> grid tokens ``(B, N, D)`` in raster order, and the grid shape."""
+        raise NotImplementedError
+
+    # -- test-time strategies ------------------------------------------------------------------
+
+    def strategy_applies(self, strategy: str) -> bool:
+        """False where ``strategy`` does not apply to this encoding (the result is n/a)."""
+        return self.pos.strategy_applies(strategy)
+
+    def set_strategy(self, strategy: str = "extrapolate", logn: bool = False) -> None:
+        """Select how positions behave on grids other than the training grid; a strategy that
+        does not apply is refused, never replaced by another."""
+        check_strategy(strategy)
+        if not self.strategy_applies(strategy):
+            raise PositionConfigError(
+                f"Strategy '{strategy}' does not apply to pos_embed={self.encoding_name}; "
+                "record it as n/a or choose another strategy."
+            )
+        self.strategy, self.logn = strategy, bool(logn)
+        for part in (self.rope, self.abs_pos):
+            if hasattr(part, "set_strategy"):
+                part.set_strategy(strategy)
+
+    @contextlib.contextmanager
+    def use_strategy(self, strategy: str = "extrapolate", logn: bool = False) -> Iterator[None]:
+        """``with model.use_strategy("ntk", logn=True): ...`` restores the previous one after."""
+        before = (self.strategy, self.logn)
+        self.set_strategy(strategy, logn)
+        try:
+            yield
+        finally:
+            self.set_strategy(*before)
+
+    def logit_scale(self, grid: Sequence[int]) -> float:
+        """Attention-logit multiplier on ``grid``: log-n (if on) times YaRN's temperature."""
+        scale = 1.0
+        if self.logn:
+            scale *= logn_attention_factor(math.prod(grid), math.prod(self.train_grid))
+        if self.rope is not None:
+            scale *= self.rope.attention_factor(grid)
+        return scale
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def _prefix(self, batch: int) -> torch.Tensor | None:
+        parts = [t.expand(batch, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        return torch.cat(parts, dim=1) if parts else None
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, grid = self.embed(x)  # (B, N, D)
+        prefix = self._prefix(tokens.shape[0])
+        if self.abs_pos is not None:
+            x = self.abs_pos(tokens, prefix, grid)
+        else:
+            x = tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
+        logit_scale = self.logit_scale(grid)
+        # Fixed frequencies: one cached (cos, sin) for every layer. Learned: the angles of all
+        # layers in one batched op, and each layer's cos, sin in its turn, so that only the
+        # angles, not cos and sin of every layer, are held through the forward.
+        learned = self.rope is not None and self.rope.learned
+        rope = self.rope.angles(grid) if learned else self.rope(grid) if self.rope is not None else None
+        for i, blk in enumerate(self.blocks):
+            tables = self.rope.layer_tables(rope, i) if learned else rope
+            x = blk(x, tables, logit_scale)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, self.num_prefix_tokens :].mean(dim=1) if self.global_pool == "avg" else x[:, 0]
+        x = self.head_drop(self.fc_norm(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay: prefix tokens, absolute tables, frequencies."""
+        names = {"cls_token", "reg_token", "abs_pos.pos_embed", "rope.freqs"}
+        return {n for n, _ in self.named_parameters() if n in names}

@@ -1,0 +1,54 @@
+"""The Hydra callback that keeps a sweep's comparison up to date while it runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from vit_rope.eval.results import ERROR_FILE, atomic_write_text
+from vit_rope.report.write import write_comparison
+
+log = logging.getLogger(__name__)
+
+
+class ComparisonCallback(Callback):
+    """Writes comparison.csv/.md/.png into the sweep directory; never fails a job or the sweep.
+
+    Register with ``hydra.callbacks.comparison._target_: vit_rope.report.callback.ComparisonCallback``.
+    Hydra skips ``on_multirun_end`` when a job raised (its sweeper re-raises after the batch),
+    so with ``after_each_job`` the comparison is also rewritten after every job, and a job that
+    raised without writing ``error.txt`` gets one holding the exception's type and first line.
+    Anything that goes wrong here is logged as a warning.
+
+    Args:
+        after_each_job: Also rewrite the comparison after each multirun job.
+    """
+
+    def __init__(self, after_each_job: bool = True) -> None:
+        self.after_each_job = after_each_job
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        try:
+            from hydra.core.utils import JobStatus
+            from hydra.types import RunMode
+
+            if config.hydra.mode != RunMode.MULTIRUN:
+                return
+            error_file = Path(config.hydra.runtime.output_dir) / ERROR_FILE
+            if job_return.status == JobStatus.FAILED and not error_file.exists():
+                e = job_return._return_value  # .return_value would re-raise it
+                first = (str(e).strip().splitlines() or [""])[0]
+                atomic_write_text(error_file, f"{type(e).__name__}: {first}\n" if first else f"{type(e).__name__}\n")
+            if self.after_each_job:
+                write_comparison(config.hydra.sweep.dir, echo=False)
+        except Exception as e:  # the report must never fail a job
+            log.warning("Could not update the comparison after this job: %s", e)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        try:
+            write_comparison(config.hydra.sweep.dir)
+        except Exception as e:  # the report must never fail a sweep
+            log.warning("Could not write the comparison for the sweep: %s", e)

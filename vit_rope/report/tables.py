@@ -1,0 +1,203 @@
+"""The comparison as numbers: the rows of ``comparison.csv`` and the text of ``comparison.md``.
+
+Finished runs are gathered into one :class:`Table` per (data, model, mode, training
+resolution). A table's rows are encoding and strategy (``+logn`` appended when the log-n
+scaling is on, ``extrapolate`` rows first), its columns test resolutions (in pixels, or tokens
+for sequence data), its cells top-1 in percent: mean ± sample std over the runs that share
+encoding, strategy and resolution. Failed and unfinished runs are listed after the tables.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vit_rope.report.collect import RunResult
+
+CSV_COLUMNS = (
+    "run_dir", "pos_embed", "model", "data", "mode", "train_resolution", "seed",
+    "resolution", "strategy", "logn", "top1", "top5", "loss", "n", "retention", "note",
+    "status", "error",
+)  # fmt: skip
+AXIS_NAMES = {"px": "test resolution (pixels)", "tokens": "test sequence length (tokens)"}
+
+
+def axis_name(unit: str) -> str:
+    """What a table's columns (and a plot's x axis) are, with their unit."""
+    return AXIS_NAMES.get(unit, f"test size ({unit})")
+
+
+def known_encodings() -> tuple[str, ...]:
+    """Encoding names in display order (the models' registry; imported here so that reading
+    results does not load the models until a table is ordered)."""
+    from vit_rope.models.encodings import ENCODING_NAMES
+
+    return tuple(ENCODING_NAMES)
+
+
+def known_strategies() -> tuple[str, ...]:
+    """Test-time strategy names in display order."""
+    from vit_rope.extrapolate import STRATEGIES
+
+    return tuple(STRATEGIES)
+
+
+def _order(names: Sequence[str], known: Sequence[str]) -> list[str]:
+    """Known names in their canonical order, then the others alphabetically."""
+    rank = {n: i for i, n in enumerate(known)}
+    return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def row_label(strategy: str, logn: bool) -> str:
+    """``strategy``, or ``strategy+logn`` with the log-n scaling on."""
+    return f"{strategy}+logn" if logn else strategy
+
+
+def rel_name(run_dir: Path, root: Path) -> str:
+    """How a run is named in the outputs: its path relative to the report's root."""
+    rel = run_dir.relative_to(root).as_posix()
+    return rel if rel != "." else run_dir.name or "."
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def comparison_rows(runs: Sequence[RunResult], root: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``comparison.csv`` (keys ``CSV_COLUMNS``, values as written): one per metric
+    row of each finished run, one per failed or unfinished run."""
+    root = Path(root)
+    rows = []
+    for r in runs:
+        base = {k: r.run.get(k) for k in ("pos_embed", "model", "data", "mode", "train_resolution", "seed")}
+        base.update(run_dir=rel_name(r.run_dir, root), status=r.status, error=r.error)
+        for m in r.metrics or [{}]:
+            row = dict(base)
+            row.update(
+                {k: m.get(k) for k in ("resolution", "strategy", "logn", "top1", "top5", "loss", "n", "retention")}
+            )
+            row["note"] = m.get("note")
+            rows.append({k: _csv_value(row.get(k)) for k in CSV_COLUMNS})
+    return rows
+
+
+Cell = list[tuple[float | None, str]]  # (top1 or None, note) of every run in one cell
+
+
+@dataclass
+class Table:
+    """One comparison table: ``cells[(pos_embed, strategy, logn)][resolution]`` -> entries of all runs."""
+
+    group: tuple[str, str, str, int | None]  # (data, model, mode, train_resolution)
+    unit: str  # what the resolutions count: "px" or "tokens"
+    cells: dict[tuple[str, str, bool], dict[int, Cell]]
+    seeds: list[Any]
+
+    @property
+    def resolutions(self) -> list[int]:
+        return sorted({res for by_res in self.cells.values() for res in by_res})
+
+    def keys(self) -> list[tuple[str, str, bool]]:
+        """Row order: strategy (extrapolate first), logn off before on, then encoding."""
+        strategies = _order([k[1] for k in self.cells], known_strategies())
+        encodings = _order([k[0] for k in self.cells], known_encodings())
+        return sorted(self.cells, key=lambda k: (strategies.index(k[1]), k[2], encodings.index(k[0])))
+
+    def runs_per_cell(self) -> set[int]:
+        return {sum(v is not None for v, _ in e) for by_res in self.cells.values() for e in by_res.values()} - {0}
+
+    @property
+    def title(self) -> str:
+        data, model, mode, train_res = self.group
+        parts = [p for p in (data, model, f"{mode} mode" if mode else "") if p]
+        return " · ".join(parts) + f", trained at {train_res}"
+
+
+def comparison_tables(runs: Sequence[RunResult]) -> list[Table]:
+    """The tables of the finished runs, ordered by group; runs of other statuses are left out."""
+    tables: dict[tuple, Table] = {}
+    for r in runs:
+        if r.status != "ok":
+            continue
+        key = (*r.group, r.unit)
+        table = tables.setdefault(key, Table(r.group, r.unit, defaultdict(lambda: defaultdict(list)), []))
+        table.seeds.append(r.run.get("seed"))
+        for m in r.metrics:
+            cell_key = (r.run["pos_embed"], m["strategy"], m["logn"])
+            table.cells[cell_key][m["resolution"]].append((m["top1"], m.get("note") or ""))
+    return [tables[k] for k in sorted(tables, key=lambda k: tuple(str(x) for x in k))]
+
+
+def cell_summary(entries: Cell) -> tuple[float | None, float | None, str]:
+    """(mean, std or None, text) of one cell; std is the sample std (n - 1) over runs. A cell
+    without any number shows its first note (such as ``n/a``), else ``-``."""
+    values = [float(v) for v, _ in entries if v is not None]
+    if not values:
+        notes = [n for _, n in entries if n]
+        return None, None, notes[0] if notes else "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return mean, None, f"{mean:.1f}"
+    std = statistics.stdev(values)
+    return mean, std, f"{mean:.1f} ± {std:.1f}"
+
+
+def _table_markdown(table: Table) -> list[str]:
+    res_list, train_res = table.resolutions, table.group[3]
+    out = [f"## {table.title}", ""]
+    out.append(
+        f"Top-1 accuracy (%) at each {axis_name(table.unit)}; `n/a`: the strategy does not apply to the "
+        "encoding; `-`: not evaluated."
+    )
+    per_cell = table.runs_per_cell()
+    if max(per_cell, default=1) > 1:
+        n_runs = "-".join(str(n) for n in sorted({min(per_cell), max(per_cell)}))
+        seeds = ", ".join(str(s) for s in sorted({s for s in table.seeds if s is not None}, key=str))
+        out.append(
+            f"Cells are mean ± std (sample std) over the {n_runs} runs that share encoding, strategy and "
+            f"resolution (seeds {seeds or 'unknown'})."
+        )
+    out.append("")
+    header = [f"{res} (train)" if res == train_res else str(res) for res in res_list]
+    out.append("| encoding | strategy | " + " | ".join(header) + " |")
+    out.append("|---|---|" + "---:|" * len(res_list))
+    for key in table.keys():
+        by_res = table.cells[key]
+        cells = [cell_summary(by_res[res])[2] if res in by_res else "-" for res in res_list]
+        out.append(f"| {key[0]} | {row_label(key[1], key[2])} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def comparison_markdown(runs: Sequence[RunResult], root: str | Path) -> str:
+    """The text of ``comparison.md``: a count of runs by status, one table per group, then the
+    failed and unfinished runs with their overrides and their one-line error."""
+    root = Path(root)
+    counts = {s: sum(r.status == s for r in runs) for s in ("ok", "failed", "unfinished")}
+    out = [
+        f"# Position encodings at larger resolutions: {root.name or root}",
+        "",
+        f"{len(runs)} runs: {counts['ok']} finished, {counts['failed']} failed, {counts['unfinished']} unfinished.",
+        "",
+    ]
+    for table in comparison_tables(runs):
+        out += _table_markdown(table)
+    if not any(r.status == "ok" for r in runs):
+        out += ["No run has finished yet, so there is no table.", ""]
+    others = [r for r in runs if r.status != "ok"]
+    if others:
+        out += [f"## Failed or unfinished runs ({len(others)})", ""]
+        for r in others:
+            overrides = " ".join(r.overrides) or "(no overrides)"
+            error = r.error.replace("\n", " ")
+            out.append(f"- `{rel_name(r.run_dir, root)}` **{r.status}**: `{overrides}`: {error}")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,190 @@
+"""``eval.py``: evaluate a checkpoint, a run directory or a timm model at larger resolutions;
+and the evaluation step that ends every training run. Both write ``results.json`` and the
+run's table and plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from vit_rope.config import build_dataclass, plain
+from vit_rope.errors import ConfigError
+from vit_rope.eval.loop import eval_mode, evaluate
+from vit_rope.eval.results import RESULTS_FILE, write_results
+from vit_rope.lit_module import ClassificationModule, OptimConfig
+from vit_rope.models import VisionTransformer, build_model_config, build_pos_embed
+from vit_rope.tasks.common import eval_trainer, instantiate_all, instantiate_group, output_dir
+
+
+def build_module(cfg: DictConfig, datamodule: Any) -> ClassificationModule:
+    """The network from the ``model`` and ``pos_embed`` groups, sized by the data, in its module."""
+    pos = build_pos_embed(cfg.pos_embed)
+    model_cfg = build_model_config(cfg.model)
+    net = model_cfg.build(
+        pos, datamodule.num_classes, int(datamodule.train_resolution), getattr(datamodule, "vocab_size", None)
+    )
+    optim = build_dataclass(OptimConfig, cfg.optim, "optim") if "optim" in cfg else None
+    return ClassificationModule(net, optim, compile=bool(cfg.get("compile", False)))
+
+
+def load_weights(module: ClassificationModule, ckpt: str) -> None:
+    """Load a checkpoint's weights; a file that is unreadable or does not fit the model ends in one sentence."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # noqa: BLE001  any unreadable file gets the same clear message
+        raise ConfigError(
+            f"Checkpoint '{ckpt}' cannot be read ({type(err).__name__}); give a .ckpt file from train.py."
+        ) from None
+    check_state_matches(module, state, ckpt)
+    module.load_state_dict(state, strict=True)
+
+
+def check_state_matches(module: ClassificationModule, state: dict, ckpt: str) -> None:
+    """Refuse weights that do not fit the configured model, in one sentence."""
+    ours = module.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    shapes = [k for k in set(ours) & set(state) if ours[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        what = (
+            f"shape of {shapes[0]} is {tuple(state[shapes[0]].shape)}, the config gives {tuple(ours[shapes[0]].shape)}"
+            if shapes
+            else f"{'missing' if missing else 'unexpected'} weight {(missing or unexpected)[0]}"
+        )
+        raise ConfigError(
+            f"Checkpoint '{ckpt}' does not match the model config ({what}); use the same "
+            "model, pos_embed and data settings as the run that wrote it."
+        )
+
+
+def resolve_checkpoint(path: str | None, key: str = "ckpt_path") -> str | None:
+    """A checkpoint file, or a run directory whose ``checkpoints/last.ckpt`` is taken."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        last = p / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(f"{key} '{path}' is a directory without checkpoints/last.ckpt; give a .ckpt file.")
+        return str(last)
+    if not p.is_file():
+        raise ConfigError(f"{key} '{path}' does not exist; give a .ckpt file or a run directory.")
+    return str(p)
+
+
+def run_info(cfg: DictConfig, datamodule: Any, model: Any, mode: str) -> dict:
+    """The ``run`` block of results.json."""
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra
+        overrides = []
+    return {
+        "pos_embed": cfg.pos_embed.name,
+        "model": cfg.model.name,
+        "data": cfg.data.get("name", "?"),
+        "train_resolution": int(datamodule.train_resolution),
+        "mode": mode,
+        "unit": "px" if isinstance(model, VisionTransformer) else "tokens",
+        "seed": int(cfg.seed),
+        "overrides": overrides,
+    }
+
+
+def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: Any, loggers: list) -> dict:
+    """Evaluate at every resolution, strategy and logn; write results.json once, then the run's
+    table and plot, and give the plot to the loggers that take images."""
+    ev = cfg.eval
+    trainer = eval_trainer(cfg.trainer)
+    rows = evaluate(
+        module,
+        datamodule,
+        trainer,
+        resolutions=list(ev.resolutions) if ev.resolutions else None,
+        strategies=list(ev.strategies),
+        logn=list(ev.logn),
+        mode=ev.mode,
+        loggers=loggers if trainer.is_global_zero else (),
+    )
+    run = run_info(cfg, datamodule, module.model, eval_mode(datamodule, ev.mode))
+    if trainer.is_global_zero:
+        out = output_dir()
+        write_results(out / RESULTS_FILE, run, rows)
+        _report(out, loggers)
+    return {"run": run, "metrics": rows}
+
+
+def _report(out: Path, loggers: list) -> None:
+    """Print the run's table and write its plot; log the plot to TensorBoard if it is a logger."""
+    from vit_rope.report import write_comparison
+
+    png = write_comparison(out).get("png")
+    for lg in loggers:
+        writer = getattr(lg, "experiment", None)
+        if png and Path(png).is_file() and hasattr(writer, "add_image"):
+            import numpy as np
+            from PIL import Image
+
+            writer.add_image("eval/comparison", np.asarray(Image.open(png).convert("RGB")), dataformats="HWC")
+
+
+def _run_config(ckpt: str) -> DictConfig:
+    """The training config saved by Hydra next to a checkpoint (``RUN/checkpoints/x.ckpt``)."""
+    path = Path(ckpt).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"No training config at '{path}' for checkpoint '{ckpt}'; evaluate a checkpoint inside the "
+            "run directory that train.py wrote."
+        )
+    return OmegaConf.load(path)
+
+
+def _merge_data(run_data: Any, overrides: Any) -> DictConfig:
+    data = OmegaConf.to_container(run_data, resolve=False) if isinstance(run_data, DictConfig) else dict(run_data)
+    for key, value in (plain(overrides) or {}).items():
+        if value is not None:
+            data[key] = value
+    return OmegaConf.create(data)
+
+
+def _timm_source(cfg: DictConfig) -> tuple[DictConfig, Any, ClassificationModule]:
+    from vit_rope.models import from_timm
+
+    if not cfg.data.get("root"):
+        raise ConfigError("timm models are evaluated on an image folder; set data.root=/path/with/train_and_val.")
+    model = from_timm(cfg.timm_model, cfg.get("timm_checkpoint"))
+    data = _merge_data({"_target_": "vit_rope.data.ImageFolderDataModule", "name": "imagefolder"}, cfg.data)
+    data.img_size = int(model.img_size[0])
+    datamodule = instantiate_group(data, "data")
+    train_cfg = OmegaConf.create(
+        {"pos_embed": {"name": model.encoding_name}, "model": {"name": cfg.timm_model}, "data": data, "seed": cfg.seed}
+    )
+    return train_cfg, datamodule, ClassificationModule(model)
+
+
+def evaluate_model(cfg: DictConfig) -> dict:
+    """``eval.py``: evaluate a checkpoint, a run directory or a timm model."""
+    sources = [k for k in ("ckpt_path", "run_dir", "timm_model") if cfg.get(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"eval.py needs exactly one model source, got {sources or 'none'}; "
+            "set one of ckpt_path=PATH, run_dir=DIR or timm_model=NAME (or compare=DIR)."
+        )
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("timm_model"):
+        train_cfg, datamodule, module = _timm_source(cfg)
+    else:
+        ckpt = resolve_checkpoint(cfg.get("ckpt_path") or cfg.get("run_dir"), sources[0])
+        train_cfg = _run_config(ckpt)
+        train_cfg.data = _merge_data(train_cfg.data, cfg.data)
+        datamodule = instantiate_group(train_cfg.data, "data")
+        module = build_module(train_cfg, datamodule)
+        load_weights(module, ckpt)
+    module.eval()
+    run_cfg = OmegaConf.merge(train_cfg, {"eval": cfg.eval, "trainer": cfg.trainer})
+    return run_evaluation(run_cfg, module, datamodule, instantiate_all(cfg.get("logger"), "logger"))

@@ -1,0 +1,82 @@
+"""``train.py``: train one model as configured, then evaluate it at larger resolutions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from vit_rope.config import build_dataclass, plain
+from vit_rope.errors import ConfigError
+from vit_rope.eval.loop import check_eval_settings
+from vit_rope.eval.results import RESULTS_FILE
+from vit_rope.lit_module import OptimConfig
+from vit_rope.models import build_model_config, build_pos_embed
+from vit_rope.tasks.common import check_trainer, instantiate_all, instantiate_group, output_dir
+from vit_rope.tasks.evaluate import build_module, load_weights, resolve_checkpoint, run_evaluation
+
+
+def _guard_output_dir(out: Path, resuming: bool) -> None:
+    """Never train over the results or checkpoints of another run."""
+    taken = [p for p in (out / RESULTS_FILE, out / "checkpoints" / "last.ckpt") if p.exists()]
+    if taken and not resuming:
+        raise ConfigError(
+            f"Run directory '{out}' already holds {taken[0].name}; choose a new hydra.run.dir "
+            f"or resume with ckpt_path={out}."
+        )
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v if isinstance(v, int | float | str | bool) else str(v)
+    return flat
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one model as configured; returns the final validation metrics (and the results)."""
+    # Every typed group is checked before anything is built or written.
+    build_pos_embed(cfg.pos_embed)
+    build_model_config(cfg.model)
+    build_dataclass(OptimConfig, cfg.optim, "optim")
+    check_trainer(cfg.trainer)
+    out = output_dir()
+    ckpt = resolve_checkpoint(cfg.get("ckpt_path"))
+    _guard_output_dir(out, resuming=ckpt is not None)
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+
+    datamodule = instantiate_group(cfg.data, "data")
+    module = build_module(cfg, datamodule)
+    if cfg.get("evaluate", True):  # refuse bad evaluation settings now, not after hours of training
+        resolutions = list(cfg.eval.resolutions) if cfg.eval.resolutions else []
+        check_eval_settings(module.model, resolutions, list(cfg.eval.strategies))
+    if ckpt is not None:
+        load_weights(module, ckpt)  # refuses a checkpoint of another model in one sentence
+    n_params = sum(p.numel() for p in module.model.parameters())
+    print(f"{cfg.model.name} + {cfg.pos_embed.name}: {n_params / 1e6:.2f}M parameters")
+
+    callbacks = instantiate_all(cfg.get("callbacks"), "callbacks")
+    loggers = instantiate_all(cfg.get("logger"), "logger")
+    if not loggers:  # the learning-rate monitor needs a logger; with logger=none there is nothing to log to
+        callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
+        callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.ProgressBar)]
+    trainer: L.Trainer = instantiate_group(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, default_root_dir=out
+    )
+    for lg in loggers:
+        lg.log_hyperparams(_flatten(plain(cfg)))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    if trainer.interrupted:
+        raise ConfigError("Training was interrupted; resume with ckpt_path pointing at this run directory.")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if cfg.trainer.get("fast_dev_run") or not cfg.get("evaluate", True):
+        return {"val": metrics}
+    return {"val": metrics, **run_evaluation(cfg, module, datamodule, loggers)}
