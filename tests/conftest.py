@@ -62,3 +62,64 @@ def write_image_tree(root: Path, classes=("cat", "dog", "fox"), per_class: int =
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
     return write_image_tree(tmp_path / "images")
+
+
+# -- data tests --------------------------------------------------------------------------------
+
+
+def ridge_accuracy(f_train, y_train, f_test, y_test, k: int) -> float:
+    """Test accuracy of a ridge-regression probe on standardised features: what a model that
+    sees only these features could reach (used to show a position-free view is at chance)."""
+    import torch
+
+    mu, sd = f_train.mean(0), f_train.std(0) + 1e-6
+    a = torch.cat([(f_train - mu) / sd, torch.ones(len(f_train), 1, dtype=f_train.dtype)], 1)
+    t = torch.cat([(f_test - mu) / sd, torch.ones(len(f_test), 1, dtype=f_test.dtype)], 1)
+    ridge = 0.01 * len(a) * torch.eye(a.shape[1], dtype=a.dtype)
+    weights = torch.linalg.solve(a.T @ a + ridge, a.T @ torch.nn.functional.one_hot(y_train, k).double())
+    return ((t @ weights).argmax(1) == y_test).double().mean().item()
+
+
+def data_defaults_off_yaml(group: str, *classes: type) -> dict[str, tuple]:
+    """``{key: (yaml value, python default)}`` for each key of ``conf/data/<group>.yaml`` whose
+    default in the ``__init__`` of ``classes`` (or their dataclass fields) differs; interpolations
+    (``${...}``) and required values (``???``) are not compared."""
+    import dataclasses
+    import inspect
+
+    import yaml
+
+    values = yaml.safe_load((ROOT / "conf" / "data" / f"{group}.yaml").read_text())
+    defaults: dict = {}
+    for cls in classes:
+        if dataclasses.is_dataclass(cls):
+            defaults.update({f.name: f.default for f in dataclasses.fields(cls)})
+        else:
+            params = inspect.signature(cls.__init__).parameters.values()
+            defaults.update({p.name: p.default for p in params if p.default is not inspect.Parameter.empty})
+    off = {}
+    for key, value in values.items():
+        if key in ("_target_", "name") or (isinstance(value, str) and (value.startswith("${") or value == "???")):
+            continue
+        if defaults.get(key, "<no default>") != value:
+            off[key] = (value, defaults.get(key, "<no default>"))
+    return off
+
+
+# -- model tests -------------------------------------------------------------------------------
+
+
+def compose_train(*overrides: str):
+    """The training config as ``python train.py OVERRIDES`` composes it (without running it)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
+
+
+def build_net_from_config(cfg, num_classes: int, resolution: int, vocab_size: int | None = None):
+    """The network that ``train.py`` builds from a composed config's ``model`` and ``pos_embed``."""
+    from vit_rope.models import build_model_config, build_pos_embed
+
+    model_cfg = build_model_config(cfg.model)
+    return model_cfg.build(build_pos_embed(cfg.pos_embed), num_classes, resolution, vocab_size)

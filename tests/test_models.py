@@ -227,16 +227,31 @@ def test_from_timm_base_and_large_siblings_convert(name):
 def test_learned_table_init_scale_follows_the_model_config():
     """conf/model/vit_micro.yaml starts the table at N(0, 1) (short CPU runs); the timm sizes keep
     timm's 0.02, as does create_model unless told otherwise."""
-    from omegaconf import OmegaConf
-
-    from tests.conftest import ROOT
-    from vit_rope.module import build_model
+    from tests.conftest import build_net_from_config, compose_train
 
     def table_std(model_name, pos_embed):
-        model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"{model_name}.yaml"))
-        model = build_model(model_cfg, {"name": pos_embed}, num_classes=4, resolution=64)
-        return model.abs_pos.pos_embed.std().item()
+        cfg = compose_train(f"model={model_name}", f"pos_embed={pos_embed}")
+        return build_net_from_config(cfg, 4, 64).abs_pos.pos_embed.std().item()
 
     assert table_std("vit_micro", "ape") == pytest.approx(1.0, rel=0.05)
     assert table_std("vit_small", "rope_axial_ape") == pytest.approx(0.02, rel=0.05)
     assert create_model("vit_micro", pos_embed="ape").abs_pos.pos_embed.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_model_yaml_dims_equal_the_size_table():
+    """conf/model/<name>.yaml spells out the dims of vit_rope.models.vit.MODEL_SIZES; the two agree."""
+    from tests.conftest import compose_train
+    from vit_rope.models import MODEL_SIZES, build_model_config
+
+    for name, dims in MODEL_SIZES.items():
+        cfg = build_model_config(compose_train(f"model={name}").model)
+        assert {k: getattr(cfg, k) for k in dims} == dims, name
+
+
+def test_from_timm_refuses_separate_q_v_biases():
+    """EVA/BEiT keep q and v biases apart from the fused qkv; they used to convert with the biases dropped."""
+    from timm.models.eva import Eva
+
+    model = Eva(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, qkv_bias=True, use_rot_pos_emb=True)
+    with pytest.raises(PositionConfigError, match=r"separate q/v biases \(q_bias, BEiT/EVA style\)"):
+        from_timm(model)

@@ -84,7 +84,8 @@ def test_unknown_encoding_model_and_data_names(tmp_path):
 def test_unknown_strategy_is_refused_before_training(tmp_path):
     proc = run_cli("train.py", *TINY, "eval.strategies=[extrapolate,linear]", f"hydra.run.dir={tmp_path}", check=False)
     assert_clear_error(
-        proc, "Unknown strategy 'linear' in eval.strategies; choose from extrapolate, interpolate, ntk, yarn."
+        proc,
+        "Unknown test-time strategy 'linear' in eval.strategies; choose one of extrapolate, interpolate, ntk, yarn.",
     )
     assert not (tmp_path / "checkpoints").exists()  # nothing was trained
 
@@ -214,7 +215,63 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     resumed = tmp_path / "resumed"
     run_cli("train.py", *common, f"ckpt_path={killed}", f"hydra.run.dir={resumed}")
     a, b = read_results(straight), read_results(resumed)
-    assert b["run"]["val_top1"] == pytest.approx(a["run"]["val_top1"], abs=1e-6)
+    assert [m["top1"] for m in b["metrics"]] == pytest.approx([m["top1"] for m in a["metrics"]], abs=1e-6)
     assert b["metrics"][0]["loss"] == pytest.approx(a["metrics"][0]["loss"], abs=1e-5)
     # what the killed run wrote is still there
     assert last.is_file() and sorted(p.name for p in (killed / "tb").rglob("events.*")) == events_before
+
+
+# -- settings out of range end before anything is built ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.num_heads=0", "model.num_heads=0 is out of range; set model.num_heads to a whole number in [1, inf)."),
+        ("model.depth=-2", "model.depth=-2 is out of range"),
+        ("model.drop_path_rate=1.5", "model.drop_path_rate=1.5 is out of range"),
+        ("optim.lr=0", "optim.lr=0 is out of range; set optim.lr to a number in (0.0, inf)."),
+        ("optim.warmup_epochs=-1", "optim.warmup_epochs=-1 is out of range"),
+        ("optim.label_smoothing=1.0", "optim.label_smoothing=1.0 is out of range"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 is out of range; set trainer.max_epochs to a whole number"),
+        ("pos_embed.base=0.5", "pos_embed.base=0.5 is out of range"),
+        ("+pos_embed.foo=1", "pos_embed.foo is not an option of pos_embed=rope_axial"),
+        ("+optim.momentum=0.9", "optim.momentum is not an option of optim"),
+    ],
+)
+def test_typed_settings_are_range_checked_in_process(override, message):
+    """The same checks train.py runs first, composed and typed without starting a process."""
+    from tests.conftest import compose_train
+    from vit_rope.config import build_dataclass
+    from vit_rope.errors import ConfigError
+    from vit_rope.lit_module import OptimConfig
+    from vit_rope.models import build_model_config, build_pos_embed
+    from vit_rope.tasks.common import check_trainer
+
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError) as err:
+        build_pos_embed(cfg.pos_embed)
+        build_model_config(cfg.model)
+        build_dataclass(OptimConfig, cfg.optim, "optim")
+        check_trainer(cfg.trainer)
+    assert str(err.value).startswith(message)
+
+
+def test_out_of_range_setting_ends_before_training(tmp_path):
+    proc = run_cli("train.py", *TINY, "model.num_heads=0", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(proc, "model.num_heads=0 is out of range; set model.num_heads to a whole number in [1, inf).")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_text_model_on_image_data_names_the_data_to_use(tmp_path):
+    """It used to end in an OmegaConf InterpolationKeyError traceback (shapes reads model.patch_size)."""
+    proc = run_cli("train.py", "model=text_micro", "data=shapes", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(proc, "model=text_micro is a text model and needs token data; use data=sequences.")
+
+
+def test_training_with_the_progress_bar_off(tmp_path):
+    """trainer.enable_progress_bar=false used to crash on the configured TQDMProgressBar callback."""
+    args = [a for a in FDR if a != "~callbacks.progress_bar"]
+    assert "trainer.enable_progress_bar=false" in args
+    proc = run_cli("train.py", *args, f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]

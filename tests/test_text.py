@@ -38,32 +38,33 @@ def test_text_rope1d_and_vit_rope_axial_share_the_rotary_core():
     text.rope.freqs = vit.rope.freqs[:, :1].clone()
     text.rope._cache.clear()
     text.blocks.load_state_dict(vit.blocks.state_dict())
-    cos_v, sin_v = vit.rope((1, n))
-    cos_t, sin_t = text.rope((n,))
+    tables_v, tables_t = vit.rope((1, n)), text.rope((n,))
+    cos_v, sin_v, _ = tables_v
+    cos_t, sin_t, _ = tables_t
     assert torch.equal(cos_v, cos_t) and torch.equal(sin_v, sin_t)
 
     tokens = torch.randn(2, n + 1, dim)  # CLS + N tokens, as after the embedding
     attn_v, attn_t = vit.blocks[0].attn, text.blocks[0].attn
 
-    def scores(attn, cos, sin):
+    def scores(attn, tables):
         qkv = attn.qkv(tokens).view(2, n + 1, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
-        from vit_rope.rope import apply_rotary
+        from vit_rope.layers.rotary import apply_rotary
 
-        q = apply_rotary(qkv[0], cos, sin, attn.rope_layout)
-        k = apply_rotary(qkv[1], cos, sin, attn.rope_layout)
+        q = apply_rotary(qkv[0], tables.cos, tables.sin, tables.layout)
+        k = apply_rotary(qkv[1], tables.cos, tables.sin, tables.layout)
         return q @ k.transpose(-1, -2)
 
-    s_v, s_t = scores(attn_v, cos_v, sin_v), scores(attn_t, cos_t, sin_t)
+    s_v, s_t = scores(attn_v, tables_v), scores(attn_t, tables_t)
     assert torch.equal(s_v, s_t)
     # the whole stack agrees too, and positions matter (a shuffled order changes it)
     out_v, out_t = tokens, tokens
     for bv, bt in zip(vit.blocks, text.blocks, strict=True):
-        out_v, out_t = bv(out_v, (cos_v, sin_v)), bt(out_t, (cos_t, sin_t))
+        out_v, out_t = bv(out_v, tables_v), bt(out_t, tables_t)
     assert torch.equal(out_v, out_t)
     perm = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(n)])
     shuffled = tokens[:, perm]
     for bv in vit.blocks:
-        shuffled = bv(shuffled, (cos_v, sin_v))
+        shuffled = bv(shuffled, tables_v)
     assert not torch.allclose(shuffled[:, 0], out_v[:, 0], atol=1e-5)
 
 

@@ -29,10 +29,13 @@ from vit_rope.errors import PositionConfigError
 STRATEGIES = ("extrapolate", "interpolate", "ntk", "yarn")
 
 
-def check_strategy(strategy: str, key: str = "strategy") -> str:
-    """``strategy`` if it is known, else one sentence naming it and the choices."""
+def check_strategy(strategy: str, where: str = "") -> str:
+    """``strategy`` if it is known, else one sentence naming it, where it was given, and the choices."""
     if strategy not in STRATEGIES:
-        raise PositionConfigError(f"Unknown test-time {key} '{strategy}'; choose one of {', '.join(STRATEGIES)}.")
+        place = f" in {where}" if where else ""
+        raise PositionConfigError(
+            f"Unknown test-time strategy '{strategy}'{place}; choose one of {', '.join(STRATEGIES)}."
+        )
     return strategy
 
 

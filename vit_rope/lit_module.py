@@ -47,7 +47,7 @@ class OptimConfig:
     cutmix: float = 0.0
 
     def __post_init__(self) -> None:
-        check_range("optim.lr", self.lr, 0.0, 1.0, low_open=True)
+        check_range("optim.lr", self.lr, 0.0, low_open=True)
         check_range("optim.weight_decay", self.weight_decay, 0.0)
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas={list(self.betas)} must hold two numbers, e.g. [0.9, 0.999].")

@@ -153,7 +153,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         ds.transform = transform
         return ds
 
-    def _loader(self, ds: ClassSubsetFolder, batch_size: int, shuffle: bool = False, persistent: bool = False):
+    def _loader(
+        self, ds: ClassSubsetFolder, batch_size: int, shuffle: bool = False, persistent: bool = False
+    ) -> DataLoader:
         collate = collate_skip_unreadable if self.skip_corrupt else None
         return make_loader(ds, batch_size, self.num_workers, shuffle, persistent, collate_fn=collate)
 

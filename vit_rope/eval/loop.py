@@ -34,7 +34,7 @@ def default_resolutions(model: Any, train_resolution: int) -> list[int]:
 def check_eval_settings(model: Any, resolutions: Sequence[int], strategies: Sequence[str]) -> None:
     """Refuse bad settings before anything runs, so nothing half-written is left behind."""
     for s in strategies:
-        check_strategy(s, key="strategy in eval.strategies")
+        check_strategy(s, where="eval.strategies")
     if isinstance(model, VisionTransformer):
         for r in resolutions:
             check_divisible("eval.resolutions entry", int(r), model.patch_size, "the patch size")

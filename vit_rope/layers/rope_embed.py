@@ -210,10 +210,12 @@ class Rotary(nn.Module):
         return RotaryTables(angles[layer].cos(), angles[layer].sin(), self.layout)
 
     def forward(self, grid: Sequence[int], dtype: torch.dtype = torch.float32) -> RotaryTables:
-        """Tables shared by every layer for ``grid`` (fixed frequencies), cached per grid,
-        strategy, dtype and device."""
+        """Tables shared by every layer for ``grid``, cached per grid, strategy, dtype and device.
+        Fixed frequencies only: learned ones differ per layer (:meth:`angles`, :meth:`layer_tables`)."""
+        if self.learned:
+            raise TypeError("Learned rotary frequencies have one table per layer; use angles() and layer_tables().")
         grid = tuple(int(g) for g in grid)
-        if self.learned or self.augmenting or torch.compiler.is_compiling():
+        if self.augmenting or torch.compiler.is_compiling():
             angles = self.angles(grid)
             return RotaryTables(angles.cos().to(dtype), angles.sin().to(dtype), self.layout)
         key = (grid, self.strategy, dtype, self.freqs.device)

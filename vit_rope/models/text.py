@@ -46,7 +46,7 @@ class TextEncoder(Transformer):
     def __init__(self, cfg: TextConfig, pos: PosEmbedConfig, vocab_size: int, max_len: int, num_classes: int) -> None:
         if pos.name not in TEXT_ENCODINGS:
             raise PositionConfigError(
-                f"Unknown position encoding '{pos.name}' for text; choose one of {', '.join(TEXT_ENCODINGS)}."
+                f"Unknown position encoding '{pos.name}'; choose one of {', '.join(TEXT_ENCODINGS)}."
             )
         super().__init__(cfg, pos, (max_len,), num_classes)
         self.vocab_size = vocab_size

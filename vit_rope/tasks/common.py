@@ -28,8 +28,9 @@ def output_dir() -> Path:
 
 def instantiate_group(node: Any, group: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` for a config group; a key the target does not take ends in
-    one sentence naming it (not Hydra's traceback). A group's ``name`` is its label, not an argument."""
-    if "name" in node:
+    one sentence naming it (not Hydra's traceback). The ``data`` group's ``name`` is its label
+    (recorded in results.json), not an argument."""
+    if group == "data" and "name" in node:
         node = OmegaConf.create({k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "name"})
     try:
         return instantiate(node, **kwargs)

@@ -1,22 +1,24 @@
-"""The rotary core: RoPE's identity, closed forms, reductions, strategies and caching."""
-
-import math
+"""The rotary core and the Rotary module: RoPE's identity, closed forms, timm parity, caching."""
 
 import pytest
 import torch
 
-from vit_rope.rope import (
-    Resize,
-    Rotary,
+from vit_rope.layers.rope_embed import Rotary, RotarySettings
+from vit_rope.layers.rotary import (
     apply_rotary,
     axial_frequencies,
-    frequency_scale,
     grid_positions,
     mixed_frequencies_init,
     rotary_angles,
 )
 
 D = 32  # head dim
+
+
+def make_rotary(kind, head_dim, num_heads, depth, grid, num_prefix_tokens=1, **options):
+    base = {"1d": 10000.0, "axial": 100.0, "mixed": 10.0}[kind]
+    settings = RotarySettings(kind=kind, base=options.pop("base", base), **options)
+    return Rotary(settings, head_dim, num_heads, depth, grid, num_prefix_tokens)
 
 
 def rotate(x, pos, freqs, layout="interleaved"):
@@ -115,8 +117,8 @@ def test_timm_parity_axial_rotation():
     emb = timm_rope.get_embed()  # (N, 2d)
     q = torch.randn(2, 3, H * W, D)
     expected = apply_rot_embed_cat(q, emb)
-    ours = Rotary("axial", D, num_heads=3, depth=1, train_grid=(H, W), num_prefix_tokens=0)
-    cos, sin = ours((H, W))
+    ours = make_rotary("axial", D, 3, 1, (H, W), num_prefix_tokens=0)
+    cos, sin, _ = ours((H, W))
     got = apply_rotary(q, cos, sin)
     err = (got - expected).abs().max().item()
     assert err < 1e-5, err
@@ -129,14 +131,15 @@ def test_timm_parity_mixed_rotation():
     torch.manual_seed(0)
     timm_rope = RotaryEmbeddingMixed(dim=D * heads, depth=depth, num_heads=heads, temperature=10.0, feat_shape=[H, W])
     emb = timm_rope.get_embed()  # (depth, heads, N, 2d)
-    ours = Rotary("mixed", D, num_heads=heads, depth=depth, train_grid=(H, W), num_prefix_tokens=0)
+    ours = make_rotary("mixed", D, heads, depth, (H, W), num_prefix_tokens=0)
     with torch.no_grad():
         ours.freqs.copy_(timm_rope.freqs.permute(1, 2, 3, 0))  # (2, L, h, d/2) -> (L, h, d/2, 2)
-    cos, sin = ours((H, W))
+    angles = ours.angles((H, W))
     q = torch.randn(2, heads, H * W, D)
     for layer in range(depth):
         expected = apply_rot_embed_cat(q, emb[layer])
-        got = apply_rotary(q, cos[layer], sin[layer])
+        cos, sin, _ = ours.layer_tables(angles, layer)
+        got = apply_rotary(q, cos, sin)
         assert (got - expected).abs().max().item() < 1e-5
 
 
@@ -149,48 +152,16 @@ def test_mixed_init_second_half_orthogonal():
 
 
 def test_prefix_tokens_are_not_rotated():
-    rope = Rotary("axial", D, 1, 1, (4, 4), num_prefix_tokens=2)
-    cos, sin = rope((4, 4))
+    rope = make_rotary("axial", D, 1, 1, (4, 4), num_prefix_tokens=2)
+    cos, sin, _ = rope((4, 4))
     q = torch.randn(1, 1, 18, D)
     out = apply_rotary(q, cos, sin)
     assert torch.equal(out[:, :, :2], q[:, :, :2])
     assert not torch.allclose(out[:, :, 3:], q[:, :, 3:])
 
 
-def test_strategies_at_training_grid_are_identity_and_differ_beyond():
-    F = axial_frequencies(D, 100.0, 2)
-    for strategy in ("interpolate", "ntk", "yarn"):
-        same = Resize((1.0, 1.0), (8.0, 8.0), strategy)
-        assert torch.equal(frequency_scale(F, same, 100.0), torch.ones_like(F))
-        bigger = Resize((2.0, 2.0), (8.0, 8.0), strategy)
-        G = frequency_scale(F, bigger, 100.0)
-        assert (G <= 1.0 + 1e-6).all() and (G < 1.0).any()
-
-
-def test_ntk_equals_base_change():
-    """NTK: base' = base * s^(d_a/(d_a-2)) gives exactly the scaled frequencies."""
-    s = 2.0
-    F = axial_frequencies(D, 100.0, 2)
-    d_a = D // 2
-    F_ntk = axial_frequencies(D, 100.0 * s ** (d_a / (d_a - 2)), 2)
-    G = frequency_scale(F, Resize((s, s), (8.0, 8.0), "ntk"), 100.0)
-    torch.testing.assert_close(F * G, F_ntk, atol=1e-7, rtol=1e-5)
-    # the highest frequency is unchanged, the lowest is interpolated by exactly 1/s
-    assert math.isclose(G[0, 0].item(), 1.0) and math.isclose(G[D // 4 - 1, 0].item(), 1 / s, rel_tol=1e-5)
-
-
-def test_yarn_blends_by_wavelength():
-    F = axial_frequencies(D, 100.0, 2)
-    extent = 8.0
-    G = frequency_scale(F, Resize((2.0, 2.0), (extent, extent), "yarn"), None, yarn_alpha=1.0, yarn_beta=4.0)
-    turns = extent * F.norm(dim=-1) / (2 * math.pi)
-    gx = G.max(-1).values  # the axis each pair follows
-    assert torch.allclose(gx[turns >= 4.0], torch.ones(1))  # short wavelengths extrapolate
-    assert torch.allclose(gx[turns <= 1.0], torch.full((1,), 0.5))  # long wavelengths interpolate
-
-
 def test_fixed_tables_are_cached_per_grid():
-    rope = Rotary("axial", D, 2, 3, (4, 4))
+    rope = make_rotary("axial", D, 2, 3, (4, 4))
     rope((4, 4))
     rope((4, 4))
     assert rope.tables_built == 1

@@ -1,0 +1,195 @@
+"""The ``imagefolder`` data: class subsets and their labels, transforms at any resolution,
+unreadable files, the class presets, and the option checks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import data_defaults_off_yaml
+from vit_rope.data.class_lists import CLASS_PRESETS
+from vit_rope.data.common import CorruptImageError, DataConfigError
+from vit_rope.data.imagefolder import ImageFolderDataModule
+from vit_rope.errors import ConfigError
+
+CLASSES = ("cat", "dog", "eel")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """root/{train,val}/{cat,dog,eel}/img{0..3}.png, 40x50 px, colour coded by class and index."""
+    root = tmp_path / "imgs"
+    for split in ("train", "val"):
+        for c, name in enumerate(CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (50, 40), (80 * c, 60 * i, 100)).save(d / f"img{i}.png")
+    return root
+
+
+def _label_by_folder(ds) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for path, label in ds.samples:
+        out.setdefault(Path(path).parent.name, set()).add(label)
+    return out
+
+
+@pytest.mark.parametrize(
+    "classes,expected",
+    [(None, ["cat", "dog", "eel"]), ("first:2", ["cat", "dog"]), ("listfile", ["cat", "eel"]), (["eel"], ["eel"])],
+)
+def test_imagefolder_subsets_have_contiguous_identical_labels(tree, tmp_path, classes, expected):
+    if classes == "listfile":
+        classes = str(tmp_path / "classes.txt")
+        Path(classes).write_text("eel\n\n# a comment\ncat  \n")
+    dm = ImageFolderDataModule(tree, img_size=32, classes=classes, batch_size=4, num_workers=0)
+    dm.setup()
+    assert dm.class_names == expected and dm.num_classes == len(expected)
+    want = {name: {i} for i, name in enumerate(expected)}
+    assert _label_by_folder(dm._dataset("train")) == want
+    assert _label_by_folder(dm._dataset("val")) == want
+    labels = torch.cat([y for _, y in dm.val_dataloader()])
+    assert sorted(labels.tolist()) == sorted(list(range(len(expected))) * 4)
+
+
+def test_imagefolder_max_per_class_takes_first_files(tree):
+    dm = ImageFolderDataModule(tree, img_size=32, max_per_class=2, num_workers=0)
+    for split in ("train", "val"):
+        names = [Path(p).name for p, _ in dm._dataset(split).samples]
+        assert names == ["img0.png", "img1.png"] * 3
+
+
+def test_imagefolder_transforms_and_resolutions(tree):
+    dm = ImageFolderDataModule(tree, img_size=32, batch_size=5, num_workers=0, crop_pct=0.875)
+    assert dm.train_resolution == 32
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (5, 3, 32, 32) and y.dtype == torch.int64
+    for res in (32, 48):
+        x, _ = next(iter(dm.eval_dataloader(res)))
+        assert x.shape == (5, 3, res, res)
+    for a, b in zip(dm.val_dataloader(), dm.eval_dataloader(32), strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # Eval transform: shorter side to int(r / crop_pct), then the centre crop; a flat image
+    # stays flat, so the crop of a uniformly coloured image is that colour, normalised.
+    x, _ = next(iter(dm.eval_dataloader(48)))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    first = (torch.tensor([0, 0, 100]) / 255 - mean) / std  # cat/img0
+    assert torch.allclose(x[0].mean((1, 2)), first, atol=0.02)
+    with pytest.raises(DataConfigError, match="eval.mode='canvas'"):
+        dm.eval_dataloader(48, mode="canvas")
+
+
+def test_imagefolder_errors_name_the_value_and_fix(tree, tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(DataConfigError, match=re.escape(f"data.root '{missing}' does not exist; set data.root")):
+        ImageFolderDataModule(missing)
+    (tmp_path / "half" / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(DataConfigError, match=r"has no val/ folder"):
+        ImageFolderDataModule(tmp_path / "half")
+    with pytest.raises(DataConfigError, match="zebra") as e:
+        ImageFolderDataModule(tree, classes=["cat", "zebra"])
+    assert f"1 class(es) with no folder in '{tree / 'train'}'" in str(e.value)
+    with pytest.raises(DataConfigError, match="no folder in"):
+        ImageFolderDataModule(tree, classes="imagenette")  # a preset whose folders this tree lacks
+    for bad in ("first:0", "first:9", "first:x"):
+        with pytest.raises(DataConfigError, match="needs a whole number K from 1 to 3"):
+            ImageFolderDataModule(tree, classes=bad)
+    with pytest.raises(DataConfigError, match="is not a preset"):
+        ImageFolderDataModule(tree, classes="imagenet1k")
+    empty = tmp_path / "empty"
+    for split in ("train", "val"):
+        (empty / split / "cat").mkdir(parents=True)
+    with pytest.raises(DataConfigError, match="holds no image files"):
+        ImageFolderDataModule(empty, num_workers=0).setup()
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_corrupt_files_named_or_skipped_and_counted(tree, num_workers, caplog):
+    bad = tree / "val" / "dog" / "img9.png"
+    bad.write_bytes(b"this is not a png")
+    dm = ImageFolderDataModule(tree, img_size=32, batch_size=4, num_workers=num_workers)
+    with pytest.raises(CorruptImageError, match=re.escape(str(bad))) as e:
+        list(dm.val_dataloader())
+    assert "data.skip_corrupt=true" in str(e.value)
+    dm = ImageFolderDataModule(tree, img_size=32, batch_size=4, num_workers=num_workers, skip_corrupt=True)
+    dm.setup()
+    for _ in range(2):  # counted once per file, not once per read
+        n = sum(len(y) for _, y in dm.eval_dataloader(32))
+        assert n == 12
+    assert dm.num_skipped == 1
+    dm.teardown("fit")
+    assert "Skipped 1 unreadable image file(s)" in caplog.text
+
+
+def test_class_presets():
+    assert [len(CLASS_PRESETS[k]) for k in ("imagenette", "imagewoof", "imagenet100")] == [10, 10, 100]
+    for names in CLASS_PRESETS.values():
+        assert len(set(names)) == len(names) and all(re.fullmatch(r"n\d{8}", n) for n in names)
+    assert "n03888257" in CLASS_PRESETS["imagenette"]  # parachute
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_batch_of_only_unreadable_files_stops_with_a_clear_error(tree, num_workers):
+    """With skip_corrupt, a batch whose every file is unreadable would be empty and make the loss
+    NaN; it stops with an error that says how many files, where, and the fix."""
+    cat = tree / "val" / "cat"
+    for i in range(4):  # the whole first validation batch (cat is label 0, files in sorted order)
+        (cat / f"img{i}.png").write_bytes(b"this is not a png")
+    dm = ImageFolderDataModule(tree, img_size=32, batch_size=4, num_workers=num_workers, skip_corrupt=True)
+    with pytest.raises(CorruptImageError) as e:
+        list(dm.val_dataloader())
+    assert isinstance(e.value, ConfigError)
+    assert (
+        f"All 4 image files of a batch in '{cat}' are unreadable (the first is '{cat / 'img0.png'}'); "
+        "replace or delete the unreadable files there (the warnings above name each one)."
+    ) in str(e.value)
+    # Training: every file unreadable, so the first shuffled batch is too.
+    for path in (tree / "train").rglob("*.png"):
+        path.write_bytes(b"this is not a png")
+    with pytest.raises(CorruptImageError, match=re.escape(f"All 4 image files of a batch in '{tree / 'train'}")):
+        next(iter(dm.train_dataloader()))
+
+
+def test_python_defaults_are_the_yaml_defaults():
+    assert data_defaults_off_yaml("imagefolder", ImageFolderDataModule) == {}
+
+
+WHOLE = "a whole number"
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(img_size=0), f"data.img_size=0 is out of range; set data.img_size to {WHOLE} in [1, inf)."),
+        (dict(img_size=None), f"data.img_size=None is not {WHOLE}; set data.img_size to {WHOLE} in [1, inf)."),
+        (
+            dict(max_per_class=0),
+            f"data.max_per_class=0 is out of range; set data.max_per_class to {WHOLE} in [1, inf).",
+        ),
+        (dict(batch_size=0), f"data.batch_size=0 is out of range; set data.batch_size to {WHOLE} in [1, inf)."),
+        (dict(num_workers=-1), f"data.num_workers=-1 is out of range; set data.num_workers to {WHOLE} in [0, inf)."),
+        (dict(crop_pct=0), "data.crop_pct=0 is out of range; set data.crop_pct to a number in (0, 1]."),
+        (dict(crop_pct=1.5), "data.crop_pct=1.5 is out of range; set data.crop_pct to a number in (0, 1]."),
+        (dict(re_prob=-0.1), "data.re_prob=-0.1 is out of range; set data.re_prob to a number in [0, 1]."),
+        (dict(re_prob=1.5), "data.re_prob=1.5 is out of range; set data.re_prob to a number in [0, 1]."),
+        (dict(skip_corrupt="yes"), "Unknown data.skip_corrupt 'yes'; choose one of True, False."),
+    ],
+)
+def test_every_option_is_range_checked_before_the_root_is_read(tmp_path, kw, message):
+    with pytest.raises(ConfigError) as e:
+        ImageFolderDataModule(tmp_path / "not_read", **kw)
+    assert str(e.value) == message
+
+
+def test_auto_augment_policy_is_checked(tree):
+    with pytest.raises(DataConfigError) as e:
+        ImageFolderDataModule(tree, auto_augment="foo")
+    message = str(e.value)
+    assert message.startswith("data.auto_augment='foo' is not a timm augmentation policy (")
+    assert message.endswith("; use e.g. rand-m9-mstd0.5-inc1, augmix-m5-w3, original, or null for none.")
+    assert ImageFolderDataModule(tree, auto_augment="rand-m9-mstd0.5-inc1").auto_augment == "rand-m9-mstd0.5-inc1"
