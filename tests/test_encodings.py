@@ -46,8 +46,8 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
     with pytest.raises(ConfigError) as err:
         build_pos_embed(compose_train("pos_embed=rope_axial", "+pos_embed.foo=1").pos_embed)
     assert str(err.value) == (
-        "pos_embed.foo is not an option of pos_embed=rope_axial; its options are name, base, layout, coords, "
-        "shift, jitter, rescale, yarn_alpha, yarn_beta (remove foo or pick another pos_embed)."
+        "pos_embed.foo is not an option of pos_embed=rope_axial; its options are name, base, yarn_alpha, yarn_beta, "
+        "coords, shift, jitter, rescale, layout (remove foo or pick another pos_embed)."
     )
 
 

@@ -112,7 +112,15 @@ class SinCos(PosEmbedConfig):
 
 @dataclass(frozen=True)
 class _RotaryFamily(PosEmbedConfig):
-    """A rotary family; a name ending in ``_ape`` adds a learned table (no class slot)."""
+    """A rotary family; a name ending in ``_ape`` adds a learned table (no class slot).
+
+    ``base`` generates the frequencies; ``yarn_alpha``/``yarn_beta`` bound YaRN's ramp, in
+    turns over the training extent (see :mod:`vit_rope.extrapolate`).
+    """
+
+    base: float = 100.0
+    yarn_alpha: float = 1.0
+    yarn_beta: float = 32.0
 
     @property
     def absolute(self) -> str | None:
@@ -128,49 +136,46 @@ class _RotaryFamily(PosEmbedConfig):
 
 
 @dataclass(frozen=True)
+class _Rotary2d(_RotaryFamily):
+    """A 2D rotary family: positions are ``index`` or ``normalized`` coordinates, with optional
+    training-only augmentation (``shift``, ``jitter``, ``rescale``; 0 = off)."""
+
+    coords: str = "index"
+    shift: float = 0.0
+    jitter: float = 0.0
+    rescale: float = 0.0
+
+
+@dataclass(frozen=True)
 class Rope1d(_RotaryFamily):
     """1D RoPE on the raster index ``y*W + x`` of patches, or the token index of text."""
 
     name: str = "rope1d"
     base: float = 10000.0
     layout: str = "interleaved"
-    yarn_alpha: float = 1.0
-    yarn_beta: float = 32.0
     rotary: ClassVar[str | None] = "1d"
     names: ClassVar[tuple[str, ...]] = ("rope1d",)
 
 
 @dataclass(frozen=True)
-class RopeAxial(_RotaryFamily):
+class RopeAxial(_Rotary2d):
     """Axial 2D RoPE: the first d/4 pairs follow the column x, the rest the row y, frequencies
     ``base^(-4j/d)``."""
 
     name: str = "rope_axial"
     base: float = 100.0
     layout: str = "interleaved"
-    coords: str = "index"
-    shift: float = 0.0
-    jitter: float = 0.0
-    rescale: float = 0.0
-    yarn_alpha: float = 1.0
-    yarn_beta: float = 32.0
     rotary: ClassVar[str | None] = "axial"
     names: ClassVar[tuple[str, ...]] = ("rope_axial", "rope_axial_ape")
 
 
 @dataclass(frozen=True)
-class RopeMixed(_RotaryFamily):
+class RopeMixed(_Rotary2d):
     """RoPE-Mixed: learned 2D frequencies per layer and head, initialised with magnitudes
     ``base^(-4j/d)`` along a random direction (second half orthogonal); no weight decay."""
 
     name: str = "rope_mixed"
     base: float = 10.0
-    coords: str = "index"
-    shift: float = 0.0
-    jitter: float = 0.0
-    rescale: float = 0.0
-    yarn_alpha: float = 1.0
-    yarn_beta: float = 32.0
     rotary: ClassVar[str | None] = "mixed"
     names: ClassVar[tuple[str, ...]] = ("rope_mixed", "rope_mixed_ape")
 
