@@ -10,9 +10,12 @@ import yaml
 
 from tests.conftest import ROOT, compose_train
 from vit_rope.errors import ConfigError, PositionConfigError
+from vit_rope.models import encodings
 from vit_rope.models.encodings import ENCODINGS, RopeAxial, build_pos_embed, make_pos_embed
 
 POS_DIR = ROOT / "conf" / "pos_embed"
+PRESETS = {"rope_dinov3"}  # a family with some options set: its YAML composes the family's
+assert PRESETS == set(encodings.PRESETS)
 
 
 @pytest.mark.parametrize("name", list(ENCODINGS))
@@ -23,6 +26,9 @@ def test_every_yaml_has_exactly_the_keys_of_its_family(name):
     assert set(cfg) - {"_target_"} == fields, name
     built = build_pos_embed(cfg)
     assert type(built) is family and built.name == name
+    if name in PRESETS:  # a preset sets some options on purpose, the same in Python and YAML
+        assert built == make_pos_embed(name)
+        return
     # the YAML values are the dataclass defaults (one source of truth, no drift)
     defaults = dataclasses.asdict(family())
     assert {k: v for k, v in dataclasses.asdict(built).items() if k != "name"} == {
@@ -46,7 +52,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
     with pytest.raises(ConfigError) as err:
         build_pos_embed(compose_train("pos_embed=rope_axial", "+pos_embed.foo=1").pos_embed)
     assert str(err.value) == (
-        "pos_embed.foo is not an option of pos_embed=rope_axial; its options are name, base, yarn_alpha, yarn_beta, "
+        "pos_embed.foo is not an option of pos_embed=rope_axial; its options are name, base, yarn_alpha, yarn_beta, rotate_fraction, "
         "coords, shift, jitter, rescale, layout (remove foo or pick another pos_embed)."
     )
 

@@ -255,3 +255,20 @@ def test_from_timm_refuses_separate_q_v_biases():
     model = Eva(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, qkv_bias=True, use_rot_pos_emb=True)
     with pytest.raises(PositionConfigError, match=r"separate q/v biases \(q_bias, BEiT/EVA style\)"):
         from_timm(model)
+
+
+def test_training_time_logn_uses_one_rule_in_training_and_test():
+    import math
+
+    model = create_model("vit_micro", "rope_axial", num_classes=2, img_size=32, patch_size=4, logn_attention=True)
+    assert model.logit_scale((8, 8)) == 1.0  # the training grid
+    assert model.logit_scale((12, 12)) == pytest.approx(math.log(144) / math.log(64))  # a multi-res batch
+    assert model.logit_scale((6, 6)) == pytest.approx(math.log(36) / math.log(64))  # smaller, below 1
+    with model.use_strategy("yarn", logn=False):  # log-n stays on: it replaces YaRN's temperature
+        assert model.logit_scale((16, 16)) == pytest.approx(math.log(256) / math.log(64))
+
+
+def test_spiral_and_dinov3_strategy_applicability():
+    assert {s for s in STRATEGIES if not tiny("rope_spiral").strategy_applies(s)} == {"ntk"}
+    assert {s for s in STRATEGIES if not tiny("rope_dinov3").strategy_applies(s)} == {"interpolate", "ntk", "yarn"}
+    assert tiny("rope_dinov3").rope.coords == "normalized" and tiny("rope_dinov3").rope.settings.rescale == 2.0

@@ -16,7 +16,7 @@ D = 32  # head dim
 
 
 def make_rotary(kind, head_dim, num_heads, depth, grid, num_prefix_tokens=1, **options):
-    base = {"1d": 10000.0, "axial": 100.0, "mixed": 10.0}[kind]
+    base = {"1d": 10000.0, "axial": 100.0, "mixed": 10.0, "spiral": 100.0}[kind]
     settings = RotarySettings(kind=kind, base=options.pop("base", base), **options)
     return Rotary(settings, head_dim, num_heads, depth, grid, num_prefix_tokens)
 
@@ -171,3 +171,75 @@ def test_fixed_tables_are_cached_per_grid():
     rope.set_strategy("ntk")
     rope((6, 6))
     assert rope.tables_built == 3
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (5, 7)])
+def test_normalized_coords_match_timm_dinov3(shape):
+    """coords=normalized is DINOv3's RoPE: angle 2 pi x / period, periods base^(4j/d), patch centres
+    in [-1, 1]; and its shift, jitter, rescale draws are DINOv3's, in its order, for the same seed."""
+    from timm.layers.pos_embed_sincos import RotaryEmbeddingDinoV3, apply_rot_embed_cat
+
+    H, W = shape
+    q = torch.randn(2, 3, H * W, D)
+    timm_rope = RotaryEmbeddingDinoV3(
+        dim=D, temperature=100.0, feat_shape=[H, W], grid_indexing="xy", rotate_half=False,
+        shift_coords=0.2, jitter_coords=1.5, rescale_coords=2.0,
+    )  # fmt: skip
+    ours = make_rotary("axial", D, 3, 1, (H, W), num_prefix_tokens=0, coords="normalized",
+                       shift=0.2, jitter=1.5, rescale=2.0)  # fmt: skip
+    for training in (False, True):
+        timm_rope.train(training)
+        ours.train(training)
+        torch.manual_seed(3)
+        expected = apply_rot_embed_cat(q, timm_rope.get_embed((H, W)))
+        torch.manual_seed(3)
+        cos, sin, _ = ours((H, W))
+        err = (apply_rotary(q, cos, sin) - expected).abs().max().item()
+        assert err < 1e-4, (training, err)
+
+
+def test_spiral_frequencies_keep_axial_magnitudes_along_spread_directions():
+    from vit_rope.layers.rotary import spiral_frequencies
+
+    heads = 3
+    F = spiral_frequencies(heads, D, 100.0)  # (h, d/2, 2)
+    axial = axial_frequencies(D, 100.0, 2).abs().sum(-1)  # magnitudes, d/4 per axis
+    mags = F.norm(dim=-1)
+    torch.testing.assert_close(mags[0, 0::2], axial[: D // 4])
+    torch.testing.assert_close(mags[0, 1::2], axial[: D // 4])
+    angles = torch.atan2(F[..., 1], F[..., 0])  # every pair of every head points elsewhere
+    assert len({round(a, 4) for a in angles.flatten().tolist()}) == heads * D // 2
+
+
+def test_spiral_rope_keeps_the_relative_position_identity():
+    rope = make_rotary("spiral", D, 2, 1, (5, 6), num_prefix_tokens=0)
+    cos, sin, _ = rope((5, 6))  # (h, N, d/2)
+    q, k = torch.randn(2, 1, D), torch.randn(2, 1, D)
+    qs = apply_rotary(q.expand(2, 30, D), cos, sin)
+    ks = apply_rotary(k.expand(2, 30, D), cos, sin)
+    pos = grid_positions((5, 6))
+    # tokens (0,0)-(1,2) and (2,1)-(3,3) have the same offset (+1, +2): same score per head
+    idx = {tuple(p): i for i, p in enumerate(pos.long().tolist())}
+    a = (qs[:, idx[(0, 0)]] * ks[:, idx[(1, 2)]]).sum(-1)
+    b = (qs[:, idx[(2, 1)]] * ks[:, idx[(3, 3)]]).sum(-1)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind,groups", [("axial", 2), ("1d", 1), ("mixed", 2)])
+def test_partial_rope_leaves_the_slowest_pairs_unrotated(kind, groups):
+    grid = (4, 4) if kind != "1d" else (16,)
+    rope = make_rotary(kind, D, 2, 1, grid, num_prefix_tokens=0, rotate_fraction=0.5)
+    angles = rope.angles(grid)
+    if kind == "mixed":
+        angles = angles[0, 0]
+    n = D // 2 // groups
+    per_group = angles.unflatten(-1, (groups, n))  # (N, groups, n)
+    assert per_group[..., n // 2 :].abs().max() == 0  # the slow half: angle 0, no rotation
+    assert per_group[..., : n // 2].abs().amax(0).min() > 0  # every fast pair turns somewhere
+
+
+def test_partial_rope_fraction_is_range_checked():
+    from vit_rope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"pos_embed.rotate_fraction=0.0 is out of range; .* in \(0.0, 1.0\]"):
+        RotarySettings(kind="axial", base=100.0, rotate_fraction=0.0)

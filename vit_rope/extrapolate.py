@@ -10,6 +10,10 @@ A strategy says how positions behave on a grid other than the training grid:
 | ``yarn``        | per-pair blend of interpolation and extrapolation by wavelength, plus a temperature |
 | ``logn``        | attention logits times ``log N' / log N`` (combines with any of the above) |
 
+Temperature: YaRN's temperature and log-n both correct the attention entropy for more tokens,
+so they never multiply. With ``logn`` on, the logit multiplier is the log-n factor alone, for
+every strategy; without it, ``yarn`` applies its own temperature (:func:`yarn_attention_factor`).
+
 For rotary encodings every strategy is an elementwise scale ``G`` of the frequency matrix,
 ``F' = F * G`` (scaling frequency and scaling position are the same thing), plus an
 attention-logit multiplier. At the training grid every ``G`` is exactly one, so every strategy
@@ -43,13 +47,13 @@ def strategy_applies(rotary: str | None, absolute: str | None, strategy: str, co
     """Whether ``strategy`` means something for an encoding (else its result is recorded n/a).
 
     Args:
-        rotary: The rotary family (``1d``, ``axial``, ``mixed``) or ``None``.
+        rotary: The rotary family (``1d``, ``axial``, ``mixed``, ``spiral``) or ``None``.
         absolute: The absolute table (``learned``, ``sincos``) or ``None``.
         strategy: One of :data:`STRATEGIES`.
         coords: ``index`` or ``normalized`` rotary positions.
 
-    Rotary encodings take every strategy, except that NTK needs a base (so not learned
-    frequencies) and normalized coordinates already map every grid onto the training range
+    Rotary encodings take every strategy, except that NTK needs axis-aligned base-generated
+    frequencies (so not mixed or spiral ones) and normalized coordinates already map every grid onto the training range
     (so only ``extrapolate``). A learned table is resampled under both ``extrapolate`` and
     ``interpolate``; a sin-cos table is recomputed on the larger grid or at fractional
     positions; NTK and YaRN rescale rotary frequencies, so they are n/a without them. With no
@@ -59,7 +63,7 @@ def strategy_applies(rotary: str | None, absolute: str | None, strategy: str, co
     if rotary is not None:
         if coords == "normalized":
             return strategy == "extrapolate"
-        return not (strategy == "ntk" and rotary == "mixed")
+        return not (strategy == "ntk" and rotary not in ("1d", "axial"))
     if absolute is not None:
         return strategy in ("extrapolate", "interpolate")
     return strategy == "extrapolate"
@@ -77,35 +81,64 @@ class Resize:
     def is_identity(self) -> bool:
         return self.strategy == "extrapolate" or all(s == 1.0 for s in self.scale)
 
-    @property
-    def linear_scale(self) -> float:
-        """One number for the whole input: the geometric mean of the per-axis ratios."""
-        return math.prod(self.scale) ** (1.0 / len(self.scale))
 
+def yarn_extrapolation_weight(
+    freqs: torch.Tensor, extent: torch.Tensor, base: float, alpha: float = 1.0, beta: float = 32.0
+) -> torch.Tensor:
+    """YaRN's per-pair weight of extrapolation, ``(..., d/2, 1)``: 1 keeps the pair as trained,
+    0 interpolates it (Peng et al., 2023, "YaRN", section 3.2, as in the authors' code).
 
-def yarn_ramp(periods: torch.Tensor, alpha: float = 1.0, beta: float = 32.0) -> torch.Tensor:
-    """YaRN's blend weight per pair: 0 (interpolate) for pairs that make fewer than ``alpha``
-    turns over the training extent, 1 (extrapolate) above ``beta`` turns, linear in between
-    (Peng et al., 2023, "YaRN", section 3.2)."""
-    return ((periods - alpha) / (beta - alpha)).clamp(0.0, 1.0)
+    Pair ``j`` of a group of ``n`` pairs with ``d_a = 2n`` channels turns ``r_j = L |f_j| / 2 pi``
+    times over the training extent ``L`` along its direction. YaRN's correction dims are the
+    pair indices at which ``r`` equals ``beta`` and ``alpha``,
+    ``j(r) = d_a ln(L / (2 pi r)) / (2 ln base)``, rounded outwards and clamped to ``[0, n - 1]``;
+    the weight falls linearly from 1 at the first to 0 at the second. On small grids no pair turns
+    ``beta`` times, so the lower index clamps to 0 and the fastest pair still extrapolates; a ramp
+    over turns instead would interpolate every pair, which is plain position interpolation.
+    A pair's index is read from its magnitude, ``j = d_a ln(1/|f_j|) / (2 ln base)``, which is its
+    exact index for base-generated frequencies and places learned ones by their wavelength.
+
+    Args:
+        freqs: ``(..., d/2, a)``; the ``d/2`` pairs form ``a`` groups (one per axis, or the two
+            halves of RoPE-Mixed) of ``n = d / (2a)`` pairs, ``a = 1`` for 1D.
+        extent: ``(..., d/2, 1)`` length of the training grid along each pair's direction.
+        base: The base the frequencies were generated (or initialised) with.
+        alpha, beta: Turns over the training extent below which a pair interpolates (alpha)
+            and above which it extrapolates (beta).
+    """
+    n = freqs.shape[-2] // freqs.shape[-1]
+    d_a = 2 * n
+    mag = freqs.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    index = d_a * torch.log(1.0 / mag) / (2 * math.log(base))
+    ln_base2 = 2 * math.log(base)
+    low = torch.floor(d_a * torch.log(extent / (2 * math.pi * beta)) / ln_base2).clamp(0, n - 1)
+    high = torch.ceil(d_a * torch.log(extent / (2 * math.pi * alpha)) / ln_base2).clamp(0, n - 1)
+    high = torch.where(high <= low, low + 1e-3, high)
+    return 1.0 - ((index - low) / (high - low)).clamp(0.0, 1.0)
 
 
 def frequency_scale(
     freqs: torch.Tensor,
     resize: Resize,
-    base: float | None,
+    base: float,
     yarn_alpha: float = 1.0,
     yarn_beta: float = 32.0,
+    learned: bool = False,
 ) -> torch.Tensor:
     """Elementwise scale ``G`` (same shape as ``freqs``, ``(..., d/2, a)``) so that ``F * G``
     implements ``resize``.
 
     - ``interpolate``: ``G = 1/s_a`` (positions squeezed into the training range);
     - ``ntk``: base raised to ``base * s^(d_a/(d_a-2))``, i.e. pair ``j`` of axis ``a``
-      scaled by ``s_a^(-2j/(d_a-2))`` (needs the fixed ``base``-generated frequencies);
-    - ``yarn``: per pair, ``G = (1-r)/s + r`` with ``r`` the YaRN ramp of the number of
-      turns the pair makes over the training extent along its own direction; the wavelength
-      of a pair is ``2 pi / |f_j|``.
+      scaled by ``s_a^(-2j/(d_a-2))`` (needs fixed, axis-aligned base-generated frequencies);
+    - ``yarn``: per pair, ``G = (1-w)/s + w`` with ``w`` from :func:`yarn_extrapolation_weight`.
+
+    Args:
+        freqs: The trained frequency matrix.
+        resize: The ratio of the current grid to the training grid, and the strategy.
+        base: The base that generated (or initialised) the frequencies.
+        yarn_alpha, yarn_beta: YaRN's correction bounds, in turns over the training extent.
+        learned: The frequencies are learned (or not axis-aligned), so NTK does not apply.
     """
     s = torch.tensor(resize.scale, dtype=torch.float32, device=freqs.device)  # (a,)
     if resize.is_identity:
@@ -113,7 +146,7 @@ def frequency_scale(
     if resize.strategy == "interpolate":
         return (1.0 / s).expand_as(freqs).clone()
     if resize.strategy == "ntk":
-        if base is None:
+        if learned:
             raise PositionConfigError("NTK scaling needs base-generated frequencies; use yarn or interpolate.")
         # Exponent of each entry in units of the base: f = base^(-2j/d_a)  =>  2j/d_a = -log f / log base.
         # NTK multiplies it by d_a/(d_a-2): f' = f * s^(-2j/(d_a-2)).
@@ -124,22 +157,21 @@ def frequency_scale(
             exponent = exponent * d_a / max(d_a - 2, 1)
             return torch.where(freqs == 0, torch.ones_like(freqs), s ** (-exponent))
     if resize.strategy == "yarn":
-        extent = torch.tensor(resize.train_extent, dtype=torch.float32, device=freqs.device)
-        norm = freqs.norm(dim=-1, keepdim=True).clamp_min(1e-30)  # |f_j|
-        direction = freqs / norm
-        # Length of the training grid projected onto the wave's direction.
-        length = (direction.abs() * extent).sum(-1, keepdim=True)
-        periods = length * norm / (2 * math.pi)
-        ramp = yarn_ramp(periods, yarn_alpha, yarn_beta)
-        return ((1.0 - ramp) / s + ramp).detach()
+        with torch.no_grad():
+            extent = torch.tensor(resize.train_extent, dtype=torch.float32, device=freqs.device)
+            direction = freqs / freqs.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            length = (direction.abs() * extent).sum(-1, keepdim=True)  # training grid along the wave
+            w = yarn_extrapolation_weight(freqs, length, base, yarn_alpha, yarn_beta)  # (..., d/2, 1)
+            return ((1.0 - w) / s + w).expand_as(freqs).clone()
     raise PositionConfigError(f"Unknown test-time strategy '{resize.strategy}'.")
 
 
 def yarn_attention_factor(resize: Resize) -> float:
-    """YaRN's temperature: q and k are each scaled by ``0.1 ln s + 1``, so the logits by its square."""
+    """YaRN's temperature: q and k are each scaled by ``0.1 ln s + 1``, so the logits by its
+    square, with ``s`` the ratio of token counts ``N'/N``, the same rule for text and images."""
     if resize.strategy != "yarn" or resize.is_identity:
         return 1.0
-    s = resize.linear_scale
+    s = math.prod(resize.scale)  # token ratio: length ratio in 1D, product of the axis ratios in 2D
     m = 0.1 * math.log(s) + 1.0 if s > 1.0 else 1.0
     return m * m
 

@@ -49,6 +49,9 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        # Attention diagnostics (vit_rope.eval.diagnostics.record_attention) set this to a
+        # callable(q, k, scale[, attn_mask]) while they record; None: the plain SDPA forward.
+        self.probe: Callable[..., None] | None = None
 
     def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
         B, N, C = x.shape
@@ -58,6 +61,8 @@ class Attention(nn.Module):
             # saves for backward) views of one buffer, as without RoPE, and no copy of q, k is made.
             apply_rotary(qkv[:2], rope.cos, rope.sin, rope.layout, inplace=True)
         q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
+        if self.probe is not None:
+            self.probe(q, k, self.scale * logit_scale)
         x = F.scaled_dot_product_attention(
             q,
             k,

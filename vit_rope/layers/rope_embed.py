@@ -27,9 +27,12 @@ from vit_rope.layers.rotary import (
     mixed_frequencies_init,
     raster_positions,
     rotary_angles,
+    rotated_pair_mask,
+    spiral_frequencies,
 )
 
-ROTARY_KINDS = ("1d", "axial", "mixed")
+ROTARY_KINDS = ("1d", "axial", "mixed", "spiral")
+AXIS_ALIGNED = ("1d", "axial")  # base-generated, one axis per pair: NTK applies
 
 
 class RotaryTables(NamedTuple):
@@ -57,8 +60,9 @@ class RotarySettings:
     """Options of a rotary encoding.
 
     Args:
-        kind: ``1d`` (raster / token index), ``axial`` (pairs split between x and y) or
-            ``mixed`` (learned 2D frequencies per layer and head).
+        kind: ``1d`` (raster / token index), ``axial`` (pairs split between x and y),
+            ``mixed`` (learned 2D frequencies per layer and head) or ``spiral`` (fixed 2D
+            frequencies along golden-angle directions per head).
         base: Frequency base (> 1): frequencies ``base^(-2j/d_a)``; the mixed init's magnitudes.
         layout: ``interleaved`` (pair j = channels 2j, 2j+1; timm) or ``half`` (j, j + d/2).
         coords: ``index`` (integer patch indices) or ``normalized`` (patch centres in [-1, 1]).
@@ -66,6 +70,8 @@ class RotarySettings:
         jitter: Training-only: scale each axis by a log-uniform factor in ``[1/jitter, jitter]``.
         rescale: Training-only: scale all axes by one log-uniform factor in ``[1/rescale, rescale]``.
         yarn_alpha, yarn_beta: YaRN's ramp, in turns over the training extent.
+        rotate_fraction: Partial RoPE: the fraction of each axis's pairs that rotate (the
+            fastest); the others are left unrotated. 1 rotates all.
     """
 
     kind: str
@@ -77,6 +83,7 @@ class RotarySettings:
     rescale: float = 0.0
     yarn_alpha: float = 1.0
     yarn_beta: float = 32.0
+    rotate_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("rotary kind", self.kind, ROTARY_KINDS)
@@ -90,6 +97,7 @@ class RotarySettings:
         _check_factor("rescale", self.rescale)
         check_range("pos_embed.yarn_alpha", self.yarn_alpha, 0.0)
         check_range("pos_embed.yarn_beta", self.yarn_beta, self.yarn_alpha, low_open=True)
+        check_range("pos_embed.rotate_fraction", self.rotate_fraction, 0.0, 1.0, low_open=True)
 
     @property
     def augments(self) -> bool:
@@ -134,9 +142,14 @@ class Rotary(nn.Module):
             raise PositionConfigError("Axial RoPE needs a 2D grid; use rope1d for sequences.")
         if settings.kind == "mixed":
             self.freqs = nn.Parameter(mixed_frequencies_init(depth, num_heads, head_dim, self.base))
+        elif settings.kind == "spiral":
+            self.register_buffer("freqs", spiral_frequencies(num_heads, head_dim, self.base), persistent=False)
         else:
             num_axes = 1 if settings.kind == "1d" else 2
             self.register_buffer("freqs", axial_frequencies(head_dim, self.base, num_axes), persistent=False)
+        groups = 1 if settings.kind == "1d" else 2
+        mask = rotated_pair_mask(head_dim // 2, groups, settings.rotate_fraction)
+        self.register_buffer("pair_mask", mask if settings.rotate_fraction < 1.0 else None, persistent=False)
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.tables_built = 0  # how many fixed tables were computed (the cache test reads it)
 
@@ -149,7 +162,8 @@ class Rotary(nn.Module):
         return self.training and self.settings.augments
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, base={self.base}, layout={self.layout}, coords={self.coords}"
+        fraction = self.settings.rotate_fraction
+        return f"kind={self.kind}, base={self.base}, layout={self.layout}, coords={self.coords}, rotate={fraction}"
 
     def _apply(self, fn, recurse=True):
         self._cache.clear()  # tables follow the module to its new device / dtype
@@ -181,9 +195,10 @@ class Rotary(nn.Module):
         resize = self.resize(grid)
         if resize.is_identity:
             return self.freqs
-        base = None if self.learned else self.base
         s = self.settings
-        return self.freqs * frequency_scale(self.freqs, resize, base, s.yarn_alpha, s.yarn_beta)
+        return self.freqs * frequency_scale(
+            self.freqs, resize, self.base, s.yarn_alpha, s.yarn_beta, learned=self.kind not in AXIS_ALIGNED
+        )
 
     def attention_factor(self, grid: Sequence[int]) -> float:
         return yarn_attention_factor(self.resize(grid))
@@ -197,7 +212,14 @@ class Rotary(nn.Module):
         if self.augmenting:
             s = self.settings
             pos = augment_positions(pos, s.shift, s.jitter, s.rescale)
-        angles = rotary_angles(pos, self.effective_freqs(grid))  # (..., N, d/2)
+        if self.coords == "normalized":
+            # Normalized coordinates span [-1, 1]: a pair of frequency f turns f / pi times across
+            # the image, as DINOv3's angle 2 pi x / period with period = 1 / f (timm RotaryEmbeddingDinoV3).
+            pos = pos * (2 * math.pi)
+        freqs = self.effective_freqs(grid)
+        if self.pair_mask is not None:  # partial RoPE: the slow pairs get frequency 0, angle 0
+            freqs = freqs * self.pair_mask
+        angles = rotary_angles(pos, freqs)  # (..., N, d/2)
         if self.num_prefix_tokens:
             # Prefix tokens get angle 0: cos = 1, sin = 0 leaves them exactly unchanged and
             # spares slicing and concatenating q and k.

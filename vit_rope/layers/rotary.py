@@ -71,22 +71,23 @@ def augment_positions(
     rescale: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Training-only coordinate augmentation (as in DINOv3), one draw per call.
+    """Training-only coordinate augmentation, one draw per call, in DINOv3's order: shift, then
+    jitter, then rescale (the same draws as timm's ``RotaryEmbeddingDinoV3`` for the same seed).
 
     ``shift``: add ``U(-shift, shift)`` per axis; ``jitter``: multiply each axis by a log-uniform
     factor in ``[1/jitter, jitter]``; ``rescale``: multiply all axes by one log-uniform factor in
-    ``[1/rescale, rescale]``. Zero (or one for the factors) disables each.
+    ``[1/rescale, rescale]``. 0 switches a shift off; 0 or 1 switch a factor off.
     """
     a = pos.shape[-1]
     dev = pos.device
-    if rescale and rescale > 1.0:
-        log_r = math.log(rescale)
-        pos = pos * torch.empty(1, device=dev).uniform_(-log_r, log_r, generator=generator).exp()
+    if shift:
+        pos = pos + torch.empty(a, device=dev).uniform_(-shift, shift, generator=generator)
     if jitter and jitter > 1.0:
         log_j = math.log(jitter)
         pos = pos * torch.empty(a, device=dev).uniform_(-log_j, log_j, generator=generator).exp()
-    if shift:
-        pos = pos + torch.empty(a, device=dev).uniform_(-shift, shift, generator=generator)
+    if rescale and rescale > 1.0:
+        log_r = math.log(rescale)
+        pos = pos * torch.empty(1, device=dev).uniform_(-log_r, log_r, generator=generator).exp()
     return pos
 
 
@@ -142,6 +143,40 @@ def mixed_frequencies_init(
     first = torch.stack([mag * torch.cos(theta), mag * torch.sin(theta)], dim=-1)  # (L, h, d/4, 2)
     second = torch.stack([mag * torch.cos(theta + math.pi / 2), mag * torch.sin(theta + math.pi / 2)], -1)
     return torch.cat([first, second], dim=2)
+
+
+GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))  # about 137.5 degrees
+
+
+def spiral_frequencies(num_heads: int, head_dim: int, base: float) -> torch.Tensor:
+    """Fixed 2D frequencies ``(heads, d/2, 2)`` along directions spread by the golden angle.
+
+    Pair ``j`` of head ``h`` has the magnitude of axial RoPE's pair ``j // 2``,
+    ``base^(-4 (j // 2) / d)``, and points along ``(h d/2 + j) * 137.5 degrees``: every magnitude
+    comes in two directions, as in axial RoPE, but the directions differ from pair to pair and
+    head to head and cover the circle evenly, like RoPE-Mixed's learned ones but fixed.
+    """
+    if head_dim % 4 != 0:
+        raise PositionConfigError(
+            f"Head dimension {head_dim} cannot be split for spiral 2D RoPE: it must be a multiple of 4; "
+            "change embed_dim or num_heads so that embed_dim / num_heads is a multiple of 4."
+        )
+    pairs = head_dim // 2
+    j = torch.arange(pairs, dtype=torch.float64)
+    mag = base ** (-4.0 * torch.div(j, 2, rounding_mode="floor") / head_dim)  # (d/2,)
+    index = torch.arange(num_heads, dtype=torch.float64)[:, None] * pairs + j  # (h, d/2)
+    phi = index * GOLDEN_ANGLE
+    return torch.stack([mag * torch.cos(phi), mag * torch.sin(phi)], dim=-1).float()
+
+
+def rotated_pair_mask(pairs: int, groups: int, fraction: float) -> torch.Tensor:
+    """``(d/2, 1)`` mask of the pairs that rotate under partial RoPE: in each of ``groups``
+    consecutive groups (one per axis), the ``ceil(fraction * n)`` fastest of its ``n`` pairs;
+    the slower ones, which turn least over the image, are left unrotated."""
+    n = pairs // groups
+    keep = math.ceil(fraction * n)
+    mask = (torch.arange(n) < keep).float().repeat(groups)
+    return mask[:, None]
 
 
 # --------------------------------------------------------------------------------------------

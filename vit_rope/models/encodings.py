@@ -8,7 +8,9 @@
 | ``rope1d`` | :class:`Rope1d` | 1D RoPE on the raster index ``y*W + x`` (or the token index) |
 | ``rope_axial`` | :class:`RopeAxial` | axial 2D RoPE: half the pairs follow x, half y |
 | ``rope_mixed`` | :class:`RopeMixed` | RoPE-Mixed: learned 2D frequencies per layer and head |
-| ``rope_axial_ape``, ``rope_mixed_ape`` | the same | plus a learned table without class slot |
+| ``rope_spiral`` | :class:`RopeSpiral` | fixed 2D frequencies along golden-angle directions |
+| ``rope_dinov3`` | :class:`RopeAxial` | axial RoPE on normalized coordinates with DINOv3's augmentation |
+| ``*_ape`` | the same | plus a learned table without class slot |
 
 ``conf/pos_embed/<name>.yaml`` names the family in ``_target_`` and sets its options, which
 are exactly the fields of its dataclass; :func:`build_pos_embed` refuses any other key in one
@@ -115,12 +117,14 @@ class _RotaryFamily(PosEmbedConfig):
     """A rotary family; a name ending in ``_ape`` adds a learned table (no class slot).
 
     ``base`` generates the frequencies; ``yarn_alpha``/``yarn_beta`` bound YaRN's ramp, in
-    turns over the training extent (see :mod:`vit_rope.extrapolate`).
+    turns over the training extent (see :mod:`vit_rope.extrapolate`); ``rotate_fraction`` below
+    1 is partial RoPE (the slowest pairs of each axis stay unrotated).
     """
 
     base: float = 100.0
     yarn_alpha: float = 1.0
     yarn_beta: float = 32.0
+    rotate_fraction: float = 1.0
 
     @property
     def absolute(self) -> str | None:
@@ -166,7 +170,7 @@ class RopeAxial(_Rotary2d):
     base: float = 100.0
     layout: str = "interleaved"
     rotary: ClassVar[str | None] = "axial"
-    names: ClassVar[tuple[str, ...]] = ("rope_axial", "rope_axial_ape")
+    names: ClassVar[tuple[str, ...]] = ("rope_axial", "rope_axial_ape", "rope_dinov3")
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,19 @@ class RopeMixed(_Rotary2d):
     names: ClassVar[tuple[str, ...]] = ("rope_mixed", "rope_mixed_ape")
 
 
-FAMILIES: tuple[type[PosEmbedConfig], ...] = (NoPosEmbed, LearnedAPE, SinCos, Rope1d, RopeAxial, RopeMixed)
+@dataclass(frozen=True)
+class RopeSpiral(_Rotary2d):
+    """Fixed 2D RoPE whose pairs point along golden-angle directions (a different set per head):
+    axial RoPE's magnitudes ``base^(-4j/d)``, RoPE-Mixed's many directions, nothing learned."""
+
+    name: str = "rope_spiral"
+    base: float = 100.0
+    layout: str = "interleaved"
+    rotary: ClassVar[str | None] = "spiral"
+    names: ClassVar[tuple[str, ...]] = ("rope_spiral", "rope_spiral_ape")
+
+
+FAMILIES: tuple[type[PosEmbedConfig], ...] = (NoPosEmbed, LearnedAPE, SinCos, Rope1d, RopeAxial, RopeMixed, RopeSpiral)
 ENCODINGS: dict[str, type[PosEmbedConfig]] = {
     "none": NoPosEmbed,
     "ape": LearnedAPE,
@@ -190,7 +206,12 @@ ENCODINGS: dict[str, type[PosEmbedConfig]] = {
     "rope_mixed": RopeMixed,
     "rope_axial_ape": RopeAxial,
     "rope_mixed_ape": RopeMixed,
+    "rope_spiral": RopeSpiral,
+    "rope_spiral_ape": RopeSpiral,
+    "rope_dinov3": RopeAxial,
 }
+# Names that set some options of their family (conf/pos_embed/<name>.yaml says the same; a test keeps them equal).
+PRESETS: dict[str, dict[str, Any]] = {"rope_dinov3": {"coords": "normalized", "rescale": 2.0}}
 ENCODING_NAMES: tuple[str, ...] = tuple(ENCODINGS)
 TEXT_ENCODINGS: tuple[str, ...] = ("none", "ape", "rope1d")
 
@@ -201,7 +222,7 @@ def make_pos_embed(name: str | PosEmbedConfig, **options: Any) -> PosEmbedConfig
         return dataclasses.replace(name, **options) if options else name
     if name not in ENCODINGS:
         raise PositionConfigError(f"Unknown position encoding '{name}'; choose one of {', '.join(ENCODING_NAMES)}.")
-    return build_dataclass(ENCODINGS[name], {"name": name, **options}, "pos_embed", what=name)
+    return build_dataclass(ENCODINGS[name], {"name": name, **PRESETS.get(name, {}), **options}, "pos_embed", what=name)
 
 
 def build_pos_embed(node: Mapping[str, Any]) -> PosEmbedConfig:

@@ -35,6 +35,9 @@ class TrunkConfig:
         init_values: LayerScale init (``None`` disables LayerScale).
         abs_init_std: Std of the normal init of a learned absolute table (timm: 0.02).
         drop_rate, drop_path_rate, attn_drop_rate, proj_drop_rate: Regularisation.
+        logn_attention: Log-n scaling in training as well as at test time (Su, 2021): attention
+            logits times ``log N / log N_train`` for every input, so that a model trained at
+            several resolutions and tested at others sees one rule throughout.
     """
 
     name: str
@@ -52,6 +55,7 @@ class TrunkConfig:
     drop_path_rate: float = 0.0
     attn_drop_rate: float = 0.0
     proj_drop_rate: float = 0.0
+    logn_attention: bool = False
 
     def __post_init__(self) -> None:
         check_range("model.embed_dim", self.embed_dim, 1, integer=True)
@@ -182,13 +186,11 @@ class Transformer(nn.Module):
             self.set_strategy(*before)
 
     def logit_scale(self, grid: Sequence[int]) -> float:
-        """Attention-logit multiplier on ``grid``: log-n (if on) times YaRN's temperature."""
-        scale = 1.0
-        if self.logn:
-            scale *= logn_attention_factor(math.prod(grid), math.prod(self.train_grid))
-        if self.rope is not None:
-            scale *= self.rope.attention_factor(grid)
-        return scale
+        """Attention-logit multiplier on ``grid``: the log-n factor when log-n is on (at test time,
+        or always with ``logn_attention``), else YaRN's temperature (1 for other strategies); the two never multiply (:mod:`vit_rope.extrapolate`)."""
+        if self.logn or self.cfg.logn_attention:
+            return logn_attention_factor(math.prod(grid), math.prod(self.train_grid))
+        return self.rope.attention_factor(grid) if self.rope is not None else 1.0
 
     # -- forward -------------------------------------------------------------------------------
 
