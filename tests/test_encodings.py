@@ -36,7 +36,10 @@ def test_every_yaml_has_exactly_the_keys_of_its_family(name):
     }
 
 
-@pytest.mark.parametrize("name,parent", [("rope_axial_ape", "rope_axial"), ("rope_mixed_ape", "rope_mixed")])
+@pytest.mark.parametrize(
+    "name,parent",
+    [(n, n[: -len("_ape")]) for n in ENCODINGS if n.endswith("_ape")],
+)
 def test_ape_configs_compose_their_parent(name, parent):
     text = yaml.safe_load((POS_DIR / f"{name}.yaml").read_text())
     assert text["defaults"][0] == parent and set(text) == {"defaults", "name"}  # no copied keys

@@ -56,11 +56,16 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        if rope is not None:
-            # q and k in one op, written back into the projection's output: SDPA then reads (and
-            # saves for backward) views of one buffer, as without RoPE, and no copy of q, k is made.
-            apply_rotary(qkv[:2], rope.cos, rope.sin, rope.layout, inplace=True)
-        q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
+        if rope is not None and rope.basis is not None:
+            # The general form: q and k in the basis P of each head, then rotated there.
+            qk = apply_rotary(qkv[:2] @ rope.basis, rope.cos, rope.sin, rope.layout)  # (2, B, h, N, hd)
+            (q, k), v = qk.unbind(0), qkv[2]
+        else:
+            if rope is not None:
+                # q and k in one op, written back into the projection's output: SDPA then reads (and
+                # saves for backward) views of one buffer, as without RoPE, and no copy of q, k is made.
+                apply_rotary(qkv[:2], rope.cos, rope.sin, rope.layout, inplace=True)
+            q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         if self.probe is not None:
             self.probe(q, k, self.scale * logit_scale)
         x = F.scaled_dot_product_attention(

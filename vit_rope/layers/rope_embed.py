@@ -31,17 +31,28 @@ from vit_rope.layers.rotary import (
     spiral_frequencies,
 )
 
-ROTARY_KINDS = ("1d", "axial", "mixed", "spiral")
+ROTARY_KINDS = ("1d", "axial", "mixed", "spiral", "general")
+LEARNED_KINDS = ("mixed", "general")  # one frequency table per layer and head
 AXIS_ALIGNED = ("1d", "axial")  # base-generated, one axis per pair: NTK applies
 
 
 class RotaryTables(NamedTuple):
     """What attention needs to rotate q and k: ``cos``/``sin`` of shape ``(N, d/2)`` (or
-    ``(heads, N, d/2)`` for learned frequencies) and the pair layout of the channels."""
+    ``(heads, N, d/2)`` for learned frequencies), the pair layout of the channels, and for the
+    general form an orthogonal basis ``P`` per head ``(heads, d, d)`` that q and k enter first."""
 
     cos: torch.Tensor
     sin: torch.Tensor
     layout: str
+    basis: torch.Tensor | None = None
+
+
+def cayley(skew_params: torch.Tensor) -> torch.Tensor:
+    """Orthogonal ``P = (I - A)(I + A)^-1`` from ``A = S - S^T`` (batched over leading dims);
+    ``S = 0`` gives ``P = I``. The Cayley map covers the orthogonal matrices without eigenvalue -1."""
+    A = skew_params - skew_params.transpose(-1, -2)
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)
+    return torch.linalg.solve(eye + A, eye - A, left=False)
 
 
 def _check_factor(key: str, value: float) -> float:
@@ -61,8 +72,9 @@ class RotarySettings:
 
     Args:
         kind: ``1d`` (raster / token index), ``axial`` (pairs split between x and y),
-            ``mixed`` (learned 2D frequencies per layer and head) or ``spiral`` (fixed 2D
-            frequencies along golden-angle directions per head).
+            ``mixed`` (learned 2D frequencies per layer and head), ``spiral`` (fixed 2D
+            frequencies along golden-angle directions per head) or ``general`` (RoPE-Mixed's
+            frequencies in a learned orthogonal basis per layer and head).
         base: Frequency base (> 1): frequencies ``base^(-2j/d_a)``; the mixed init's magnitudes.
         layout: ``interleaved`` (pair j = channels 2j, 2j+1; timm) or ``half`` (j, j + d/2).
         coords: ``index`` (integer patch indices) or ``normalized`` (patch centres in [-1, 1]).
@@ -72,6 +84,8 @@ class RotarySettings:
         yarn_alpha, yarn_beta: YaRN's ramp, in turns over the training extent.
         rotate_fraction: Partial RoPE: the fraction of each axis's pairs that rotate (the
             fastest); the others are left unrotated. 1 rotates all.
+        learn_basis: ``general`` only: learn the orthogonal basis ``P``; ``False`` fixes ``P = I``
+            (exactly RoPE-Mixed).
     """
 
     kind: str
@@ -84,13 +98,14 @@ class RotarySettings:
     yarn_alpha: float = 1.0
     yarn_beta: float = 32.0
     rotate_fraction: float = 1.0
+    learn_basis: bool = True
 
     def __post_init__(self) -> None:
         check_choice("rotary kind", self.kind, ROTARY_KINDS)
         check_range("pos_embed.base", self.base, 1.0, low_open=True)
         check_choice("pos_embed.layout", self.layout, PAIR_LAYOUTS)
         check_choice("pos_embed.coords", self.coords, COORD_MODES)
-        if self.kind == "mixed" and self.layout != "interleaved":
+        if self.kind in LEARNED_KINDS and self.layout != "interleaved":
             raise PositionConfigError("RoPE-Mixed uses the interleaved pair layout; set pos_embed.layout=interleaved.")
         check_range("pos_embed.shift", self.shift, 0.0)
         _check_factor("jitter", self.jitter)
@@ -140,13 +155,20 @@ class Rotary(nn.Module):
         self.strategy = "extrapolate"
         if settings.kind == "axial" and len(self.train_grid) != 2:
             raise PositionConfigError("Axial RoPE needs a 2D grid; use rope1d for sequences.")
-        if settings.kind == "mixed":
+        if settings.kind in LEARNED_KINDS:
             self.freqs = nn.Parameter(mixed_frequencies_init(depth, num_heads, head_dim, self.base))
         elif settings.kind == "spiral":
             self.register_buffer("freqs", spiral_frequencies(num_heads, head_dim, self.base), persistent=False)
         else:
             num_axes = 1 if settings.kind == "1d" else 2
             self.register_buffer("freqs", axial_frequencies(head_dim, self.base, num_axes), persistent=False)
+        # The general form: q and k enter an orthogonal basis P per layer and head, P = cayley(S),
+        # S = 0 at init (P = I: RoPE-Mixed). Only q.k is used, and P^T P = I, so rotating in the
+        # new basis without turning back gives the same attention (the back-rotation is skipped).
+        if settings.kind == "general" and settings.learn_basis:
+            self.basis_params = nn.Parameter(torch.zeros(depth, num_heads, head_dim, head_dim))
+        else:
+            self.basis_params = None
         groups = 1 if settings.kind == "1d" else 2
         mask = rotated_pair_mask(head_dim // 2, groups, settings.rotate_fraction)
         self.register_buffer("pair_mask", mask if settings.rotate_fraction < 1.0 else None, persistent=False)
@@ -155,7 +177,7 @@ class Rotary(nn.Module):
 
     @property
     def learned(self) -> bool:
-        return self.kind == "mixed"
+        return self.kind in LEARNED_KINDS
 
     @property
     def augmenting(self) -> bool:
@@ -227,9 +249,16 @@ class Rotary(nn.Module):
             angles = torch.cat([pad, angles], dim=-2)
         return angles
 
-    def layer_tables(self, angles: torch.Tensor, layer: int) -> RotaryTables:
-        """Tables of one layer from the angles of :meth:`angles` (learned frequencies)."""
-        return RotaryTables(angles[layer].cos(), angles[layer].sin(), self.layout)
+    def basis(self) -> torch.Tensor | None:
+        """The orthogonal bases ``(depth, heads, d, d)`` of the general form, else ``None``."""
+        return None if self.basis_params is None else cayley(self.basis_params)
+
+    def layer_tables(self, angles: torch.Tensor, layer: int, basis: torch.Tensor | None = None) -> RotaryTables:
+        """Tables of one layer from the angles of :meth:`angles` (learned frequencies), with that
+        layer's basis from :meth:`basis` for the general form."""
+        return RotaryTables(
+            angles[layer].cos(), angles[layer].sin(), self.layout, None if basis is None else basis[layer]
+        )
 
     def forward(self, grid: Sequence[int], dtype: torch.dtype = torch.float32) -> RotaryTables:
         """Tables shared by every layer for ``grid``, cached per grid, strategy, dtype and device.

@@ -8,6 +8,7 @@
 | ``rope1d`` | :class:`Rope1d` | 1D RoPE on the raster index ``y*W + x`` (or the token index) |
 | ``rope_axial`` | :class:`RopeAxial` | axial 2D RoPE: half the pairs follow x, half y |
 | ``rope_mixed`` | :class:`RopeMixed` | RoPE-Mixed: learned 2D frequencies per layer and head |
+| ``rope_general`` | :class:`RopeGeneral` | RoPE-Mixed in a learned orthogonal basis per head |
 | ``rope_spiral`` | :class:`RopeSpiral` | fixed 2D frequencies along golden-angle directions |
 | ``rope_dinov3`` | :class:`RopeAxial` | axial RoPE on normalized coordinates with DINOv3's augmentation |
 | ``*_ape`` | the same | plus a learned table without class slot |
@@ -185,6 +186,19 @@ class RopeMixed(_Rotary2d):
 
 
 @dataclass(frozen=True)
+class RopeGeneral(_Rotary2d):
+    """The general rotary form ``P blockdiag(R(x a_j + y b_j)) P^T`` (Su's "completeness" of
+    RoPE): RoPE-Mixed's learned frequencies in a learned orthogonal basis ``P`` per layer and
+    head (a Cayley map, ``P = I`` at init). ``learn_basis=false`` fixes ``P = I``: RoPE-Mixed."""
+
+    name: str = "rope_general"
+    base: float = 10.0
+    learn_basis: bool = True
+    rotary: ClassVar[str | None] = "general"
+    names: ClassVar[tuple[str, ...]] = ("rope_general", "rope_general_ape")
+
+
+@dataclass(frozen=True)
 class RopeSpiral(_Rotary2d):
     """Fixed 2D RoPE whose pairs point along golden-angle directions (a different set per head):
     axial RoPE's magnitudes ``base^(-4j/d)``, RoPE-Mixed's many directions, nothing learned."""
@@ -196,7 +210,9 @@ class RopeSpiral(_Rotary2d):
     names: ClassVar[tuple[str, ...]] = ("rope_spiral", "rope_spiral_ape")
 
 
-FAMILIES: tuple[type[PosEmbedConfig], ...] = (NoPosEmbed, LearnedAPE, SinCos, Rope1d, RopeAxial, RopeMixed, RopeSpiral)
+FAMILIES: tuple[type[PosEmbedConfig], ...] = (
+    NoPosEmbed, LearnedAPE, SinCos, Rope1d, RopeAxial, RopeMixed, RopeGeneral, RopeSpiral,
+)  # fmt: skip
 ENCODINGS: dict[str, type[PosEmbedConfig]] = {
     "none": NoPosEmbed,
     "ape": LearnedAPE,
@@ -206,6 +222,8 @@ ENCODINGS: dict[str, type[PosEmbedConfig]] = {
     "rope_mixed": RopeMixed,
     "rope_axial_ape": RopeAxial,
     "rope_mixed_ape": RopeMixed,
+    "rope_general": RopeGeneral,
+    "rope_general_ape": RopeGeneral,
     "rope_spiral": RopeSpiral,
     "rope_spiral_ape": RopeSpiral,
     "rope_dinov3": RopeAxial,

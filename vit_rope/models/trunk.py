@@ -211,8 +211,9 @@ class Transformer(nn.Module):
         # angles, not cos and sin of every layer, are held through the forward.
         learned = self.rope is not None and self.rope.learned
         rope = self.rope.angles(grid) if learned else self.rope(grid) if self.rope is not None else None
+        basis = self.rope.basis() if learned else None
         for i, blk in enumerate(self.blocks):
-            tables = self.rope.layer_tables(rope, i) if learned else rope
+            tables = self.rope.layer_tables(rope, i, basis) if learned else rope
             x = blk(x, tables, logit_scale)
         return self.norm(x)
 
@@ -226,5 +227,5 @@ class Transformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay: prefix tokens, absolute tables, frequencies."""
-        names = {"cls_token", "reg_token", "abs_pos.pos_embed", "rope.freqs"}
+        names = {"cls_token", "reg_token", "abs_pos.pos_embed", "rope.freqs", "rope.basis_params"}
         return {n for n, _ in self.named_parameters() if n in names}

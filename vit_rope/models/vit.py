@@ -21,6 +21,7 @@ from vit_rope.models.trunk import Transformer, TrunkConfig
 # same dims out for the command line (a test keeps the two equal).
 MODEL_SIZES: dict[str, dict[str, int]] = {
     "vit_micro": dict(embed_dim=64, depth=4, num_heads=4),  # CPU-sized: the default run takes minutes
+    "vit_mini": dict(embed_dim=192, depth=6, num_heads=3),  # ViT-Ti width, half depth: real images on a CPU
     "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
     "vit_base": dict(embed_dim=768, depth=12, num_heads=12),
