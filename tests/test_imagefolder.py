@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import data_defaults_off_yaml
+from tests.conftest import data_defaults_off_yaml, write_image_tree
 from vit_rope.data.class_lists import CLASS_PRESETS
 from vit_rope.data.common import CorruptImageError, DataConfigError
 from vit_rope.data.imagefolder import ImageFolderDataModule
@@ -178,6 +178,30 @@ WHOLE = "a whole number"
         (dict(re_prob=-0.1), "data.re_prob=-0.1 is out of range; set data.re_prob to a number in [0, 1]."),
         (dict(re_prob=1.5), "data.re_prob=1.5 is out of range; set data.re_prob to a number in [0, 1]."),
         (dict(skip_corrupt="yes"), "Unknown data.skip_corrupt 'yes'; choose one of True, False."),
+        (dict(patch_size=0), f"data.patch_size=0 is out of range; set data.patch_size to {WHOLE} in [1, inf)."),
+        (
+            dict(img_size=36, patch_size=8),
+            "data.img_size 36 is not a multiple of the patch size 8; use a multiple of 8 such as 32 or 40.",
+        ),
+        (
+            dict(img_size=32, patch_size=8, train_resolutions=[16, 50]),
+            "data.train_resolutions entry 50 is not a multiple of the patch size 8; use a multiple of 8 such as "
+            "48 or 56.",
+        ),
+        (
+            dict(train_resolutions=[]),
+            "data.train_resolutions is an empty list; list at least one image side (e.g. [data.img_size]), or set "
+            "it to null to train at data.img_size only.",
+        ),
+        (
+            dict(train_resolutions="16,24"),
+            "data.train_resolutions='16,24' is not a list; set it to a list of image sides such as [16, 24, 32], "
+            "or to null to train at data.img_size only.",
+        ),
+        (
+            dict(train_resolutions=[-8]),
+            f"data.train_resolutions[0]=-8 is out of range; set data.train_resolutions[0] to {WHOLE} in [1, inf).",
+        ),
     ],
 )
 def test_every_option_is_range_checked_before_the_root_is_read(tmp_path, kw, message):
@@ -193,3 +217,87 @@ def test_auto_augment_policy_is_checked(tree):
     assert message.startswith("data.auto_augment='foo' is not a timm augmentation policy (")
     assert message.endswith("; use e.g. rand-m9-mstd0.5-inc1, augmix-m5-w3, original, or null for none.")
     assert ImageFolderDataModule(tree, auto_augment="rand-m9-mstd0.5-inc1").auto_augment == "rand-m9-mstd0.5-inc1"
+
+
+# -- multi-resolution training (data.train_resolutions) ------------------------------------------
+
+SIDES = [16, 24, 32]
+
+
+@pytest.fixture
+def big_tree(tmp_path: Path) -> Path:
+    """24 training images (3 classes x 8), enough for 12 batches of 2."""
+    return write_image_tree(tmp_path / "big", per_class=8)
+
+
+def _epoch(loader, epoch: int, seed: int = 0) -> list:
+    """The batches of ``epoch``; the global seeds fix the random crops (num_workers=0)."""
+    import random
+
+    import numpy as np
+
+    sampler = loader.batch_sampler.sampler if hasattr(loader.batch_sampler, "sides") else loader.sampler
+    sampler.set_epoch(epoch)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    return list(loader)
+
+
+def test_train_resolutions_off_gives_the_batches_of_a_module_without_it(big_tree, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    kw = dict(img_size=32, batch_size=4, num_workers=0, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)
+
+    def digest(dm, epoch):
+        h = hashlib.sha256()
+        for x, y in _epoch(dm.train_dataloader(), epoch)[:3]:
+            h.update(x.numpy().tobytes())
+            h.update(y.numpy().tobytes())
+        return h.hexdigest()
+
+    for epoch in (0, 1):
+        without = digest(ImageFolderDataModule(big_tree, **kw), epoch)
+        assert digest(ImageFolderDataModule(big_tree, **kw, patch_size=8, train_resolutions=None), epoch) == without
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_train_resolutions_one_listed_side_per_batch(big_tree, monkeypatch, num_workers):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    kw = dict(img_size=32, batch_size=2, num_workers=num_workers, patch_size=8)
+    dm = ImageFolderDataModule(big_tree, **kw, train_resolutions=SIDES)
+    assert dm.train_resolution == 32
+    loader, plain = dm.train_dataloader(), ImageFolderDataModule(big_tree, **kw).train_dataloader()
+    assert len(loader) == len(plain) == 12
+    batches, reference = _epoch(loader, 1), _epoch(plain, 1)
+    assert len(batches) == len(reference)
+    sides = [x.shape[-1] for x, _ in batches]
+    assert sides == loader.batch_sampler.sides() and set(sides) == set(SIDES)
+    for (x, y), (_, y_ref) in zip(batches, reference, strict=True):
+        assert x.shape == (2, 3, x.shape[-1], x.shape[-1]) and torch.isfinite(x).all()
+        assert torch.equal(y, y_ref)  # the same images in the same order; only the side changes
+    # Validation and evaluation are unchanged.
+    assert next(iter(dm.val_dataloader()))[0].shape == (2, 3, 32, 32)
+    assert next(iter(dm.eval_dataloader(48)))[0].shape == (2, 3, 48, 48)
+
+
+def test_train_resolutions_follow_seed_and_epoch(big_tree, monkeypatch):
+    def sides(seed: int, epoch: int) -> list[int]:
+        monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))
+        dm = ImageFolderDataModule(big_tree, img_size=32, batch_size=2, num_workers=0, train_resolutions=SIDES)
+        return [x.shape[-1] for x, _ in _epoch(dm.train_dataloader(), epoch)]
+
+    first = sides(0, 1)
+    assert first == sides(0, 1)  # a resumed run sees the same sides
+    assert first != sides(0, 2) and first != sides(1, 1)
+
+
+def test_train_resolutions_skip_unreadable_files(big_tree, monkeypatch):
+    (big_tree / "train" / "dog" / "dog_0.png").write_bytes(b"this is not a png")
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    dm = ImageFolderDataModule(
+        big_tree, img_size=32, batch_size=4, num_workers=0, skip_corrupt=True, train_resolutions=SIDES
+    )
+    batches = _epoch(dm.train_dataloader(), 0)
+    assert sum(len(y) for _, y in batches) == 23 and dm.num_skipped == 1

@@ -257,3 +257,151 @@ def test_eval_mode_is_checked():
     dm = ShapesDataModule(num_train=10, num_val=10)
     with pytest.raises(ConfigError, match=re.escape("Unknown eval.mode 'stretch'; choose one of zoom, canvas.")):
         dm.eval_dataloader(48, mode="stretch")
+
+
+# -- multi-resolution training (data.train_resolutions) ------------------------------------------
+
+SIDES = [16, 24, 32]
+
+
+def _epoch(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of ``epoch`` (the epoch is set where Lightning sets it, on the sampler)."""
+    target = loader.batch_sampler.sampler if hasattr(loader.batch_sampler, "sides") else loader.sampler
+    target.set_epoch(epoch)
+    return list(loader)
+
+
+def _digest(batches) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for x, y in batches:
+        h.update(x.numpy().tobytes())
+        h.update(y.numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_train_resolutions_off_gives_the_batches_of_a_module_without_it():
+    kw = dict(img_size=32, num_train=200, num_val=10, batch_size=32, seed=3)
+    for epoch in (0, 1):
+        without = _epoch(ShapesDataModule(**kw).train_dataloader(), epoch)[:3]
+        off = _epoch(ShapesDataModule(**kw, train_resolutions=None).train_dataloader(), epoch)[:3]
+        assert _digest(off) == _digest(without)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_train_resolutions_one_listed_side_per_batch(num_workers):
+    kw = dict(img_size=32, num_train=300, num_val=10, batch_size=20, seed=5, num_workers=num_workers)
+    dm = ShapesDataModule(**kw, train_resolutions=SIDES)
+    assert dm.train_resolution == 32  # the resolution of record stays img_size
+    plain = ShapesDataModule(**kw).train_dataloader()
+    loader = dm.train_dataloader()
+    assert len(loader) == len(plain) == 15
+    batches, reference = _epoch(loader, 2), _epoch(plain, 2)
+    assert len(batches) == len(reference)
+    sides = [x.shape[-1] for x, _ in batches]
+    assert sides == loader.batch_sampler.sides()
+    assert set(sides) == set(SIDES)
+    for (x, y), (x_ref, y_ref) in zip(batches, reference, strict=True):
+        assert x.shape == (20, 3, x.shape[-1], x.shape[-1]) and x.shape[-1] in SIDES
+        assert torch.equal(y, y_ref)  # the same samples in the same order; only the side changes
+        if x.shape[-1] == 32:
+            assert torch.equal(x, x_ref)
+    # The other sides are rendered from the scenes (zoom), not resized from img_size.
+    k = sides.index(16)
+    first = loader.batch_sampler.sampler  # the epoch's order gives the batch's scene indices
+    indices = list(first)[k * 20 : (k + 1) * 20]
+    direct = ShapesDataset(300, 16, seed=5)
+    assert torch.equal(batches[k][0], _images_at(direct, indices))
+    # Validation is unchanged.
+    assert next(iter(dm.val_dataloader()))[0].shape[-1] == 32
+
+
+def _images_at(ds: ShapesDataset, indices) -> torch.Tensor:
+    return torch.stack([x for x, _ in ds.__getitems__(indices)])
+
+
+def test_train_resolutions_follow_seed_and_epoch():
+    def sides(seed: int, epoch: int) -> list[int]:
+        loader = ShapesDataModule(num_train=640, num_val=10, batch_size=16, seed=seed, train_resolutions=SIDES)
+        loader = loader.train_dataloader()
+        loader.batch_sampler.set_epoch(epoch)
+        return [x.shape[-1] for x, _ in loader]
+
+    first = sides(0, 1)
+    assert len(first) == 40 and first == sides(0, 1)  # a resumed run sees the same sides
+    assert first != sides(0, 2) and first != sides(1, 1)
+
+
+def test_train_resolutions_under_lightnings_distributed_sampler():
+    """On two devices Lightning re-makes the batch sampler around a DistributedSampler (from the
+    arguments it captured): each rank gets half the batches, shuffled and disjoint, and both ranks
+    draw the same side at each step."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods, _set_sampler_epoch
+    from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
+    from lightning.pytorch.trainer.states import RunningStage
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader
+
+    dm = ShapesDataModule(num_train=320, num_val=10, batch_size=16, train_resolutions=SIDES)
+    ranks = []
+    for rank in (0, 1):
+        with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+            loader = dm.train_dataloader()
+        sampler = _get_distributed_sampler(loader, shuffle=True, overfit_batches=0, num_replicas=2, rank=rank)
+        loader = _update_dataloader(loader, sampler, mode=RunningStage.TRAINING)
+        _set_sampler_epoch(loader, 3)
+        assert loader.batch_sampler.epoch == 3
+        ranks.append(list(iter(loader.batch_sampler)))
+    assert len(ranks[0]) == len(ranks[1]) == 10
+    for a, b in zip(*ranks, strict=True):
+        assert len({side for _, side in a + b}) == 1
+    indices = [[i for batch in r for i, _ in batch] for r in ranks]
+    assert not set(indices[0]) & set(indices[1]) and indices[0] != sorted(indices[0])
+
+
+def test_train_resolutions_through_the_cli(tmp_path):
+    """One training step at a side other than img_size (the only one listed), then validation at img_size."""
+    from tests.conftest import TINY, run_cli
+
+    run_cli("train.py", "debug=fast_dev_run", *TINY, "data.train_resolutions=[48]", f"hydra.run.dir={tmp_path}")
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (
+            dict(train_resolutions=[16, 50, 32], patch_size=8, img_size=64),
+            "data.train_resolutions entry 50 is not a multiple of the patch size 8; use a multiple of 8 such as "
+            "48 or 56.",
+        ),
+        (
+            dict(train_resolutions=[]),
+            "data.train_resolutions is an empty list; list at least one image side (e.g. [data.img_size]), or set "
+            "it to null to train at data.img_size only.",
+        ),
+        (
+            dict(train_resolutions=32),
+            "data.train_resolutions=32 is not a list; set it to a list of image sides such as [16, 24, 32], or to "
+            "null to train at data.img_size only.",
+        ),
+        (
+            dict(train_resolutions=[32, 0]),
+            f"data.train_resolutions[1]=0 is out of range; set data.train_resolutions[1] to {WHOLE} in [1, inf).",
+        ),
+        (
+            dict(train_resolutions=[24.5]),
+            f"data.train_resolutions[0]=24.5 is not {WHOLE}; set data.train_resolutions[0] to {WHOLE} in [1, inf).",
+        ),
+        (
+            dict(train_resolutions=[16, 32], patch_size=4),
+            "With patch_size=4 at data.train_resolutions entry 16 one patch can hold pixels of both shapes, so a "
+            "model without positions could beat chance on those batches; use sides of at least 28 in "
+            "data.train_resolutions or set data.min_sep to at least 0.404 (and data.max_sep to match).",
+        ),
+    ],
+)
+def test_train_resolutions_are_checked(kw, message):
+    with pytest.raises(ConfigError) as e:
+        ShapesDataModule(**{"num_train": 10, "num_val": 10, **kw})
+    assert str(e.value) == message

@@ -11,6 +11,8 @@ from vit_rope.data.common import (
     CorruptImageError,
     DataConfigError,
     EpochShuffleSampler,
+    MultiResolutionDataset,
+    ResolutionBatchSampler,
     default_num_workers,
 )
 from vit_rope.data.folder_dataset import ClassSubsetFolder, UnreadableImage, collate_skip_unreadable
@@ -36,6 +38,8 @@ __all__ = [
     "DataConfigError",
     "EpochShuffleSampler",
     "ImageFolderDataModule",
+    "MultiResolutionDataset",
+    "ResolutionBatchSampler",
     "SequenceConfig",
     "SequenceDataModule",
     "SequenceDataset",

@@ -15,9 +15,15 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from vit_rope.data.class_lists import resolve_classes
-from vit_rope.data.common import DataConfigError, check_loader_options, make_loader
+from vit_rope.data.common import (
+    DataConfigError,
+    MultiResolutionDataset,
+    check_loader_options,
+    check_train_resolutions,
+    make_loader,
+)
 from vit_rope.data.folder_dataset import ClassSubsetFolder, collate_skip_unreadable
-from vit_rope.errors import check_choice, check_range
+from vit_rope.errors import check_choice, check_divisible, check_range
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     Args:
         root: Holds ``train/<class>/*`` and ``val/<class>/*``.
-        img_size: Training resolution, a whole number >= 1.
+        img_size: Training resolution (``train_resolution``), a whole number >= 1 and, with
+            ``patch_size``, a multiple of it.
         classes: Subset, see :func:`~vit_rope.data.class_lists.resolve_classes`; labels are
             ``0..K-1`` in sorted order, the same in train and val.
         max_per_class: At most this many images per class and split (the first in sorted
@@ -61,6 +68,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         skip_corrupt: Skip unreadable image files (counted in :attr:`num_skipped`) instead of
             stopping with an error that names the file; a batch of only unreadable files still
             stops with a :class:`~vit_rope.data.common.CorruptImageError`.
+        patch_size: The model's patch side, if known; ``img_size`` and every
+            ``train_resolutions`` entry must be multiples of it.
+        train_resolutions: Multi-resolution training: each training batch is made at one side
+            drawn uniformly from this list (seeded with Lightning's global seed and the epoch),
+            the random-resized crop going straight to that side; ``None``: all at ``img_size``.
+            ``img_size`` stays the training resolution of record, and validation and evaluation
+            do not change.
     """
 
     def __init__(
@@ -75,6 +89,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         auto_augment: str | None = None,
         re_prob: float = 0.0,
         skip_corrupt: bool = False,
+        patch_size: int | None = None,
+        train_resolutions: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if root is None or str(root).strip() in ("", "???"):
@@ -82,6 +98,10 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "data.root is not set; set data.root to a folder that holds train/ and val/ class folders."
             )
         self.img_size = check_range("data.img_size", img_size, 1, integer=True)
+        patch_size = check_range("data.patch_size", patch_size, 1, integer=True, optional=True)
+        if patch_size is not None:
+            check_divisible("data.img_size", self.img_size, patch_size, "the patch size")
+        self.train_resolutions = check_train_resolutions(train_resolutions, patch_size)
         self.max_per_class = check_range("data.max_per_class", max_per_class, 1, integer=True, optional=True)
         self.batch_size, self.num_workers = check_loader_options(batch_size, num_workers)
         self.crop_pct = float(check_range("data.crop_pct", crop_pct, 0, 1, low_open=True))
@@ -107,13 +127,13 @@ class ImageFolderDataModule(L.LightningDataModule):
     def train_resolution(self) -> int:
         return self.img_size
 
-    def train_transform(self) -> Any:
-        """timm's training pipeline: random-resized crop, flip, colour jitter, optional
-        AutoAugment and random erasing, bicubic."""
+    def train_transform(self, resolution: int | None = None) -> Any:
+        """timm's training pipeline at ``resolution`` (default ``img_size``): random-resized
+        crop, flip, colour jitter, optional AutoAugment and random erasing, bicubic."""
         from timm.data import create_transform
 
         return create_transform(
-            self.img_size,
+            self.img_size if resolution is None else resolution,
             is_training=True,
             auto_augment=self.auto_augment,
             re_prob=self.re_prob,
@@ -154,14 +174,32 @@ class ImageFolderDataModule(L.LightningDataModule):
         return ds
 
     def _loader(
-        self, ds: ClassSubsetFolder, batch_size: int, shuffle: bool = False, persistent: bool = False
+        self,
+        ds: ClassSubsetFolder | MultiResolutionDataset,
+        batch_size: int,
+        shuffle: bool = False,
+        persistent: bool = False,
+        resolutions: Sequence[int] | None = None,
     ) -> DataLoader:
         collate = collate_skip_unreadable if self.skip_corrupt else None
-        return make_loader(ds, batch_size, self.num_workers, shuffle, persistent, collate_fn=collate)
+        return make_loader(
+            ds, batch_size, self.num_workers, shuffle, persistent, collate_fn=collate, resolutions=resolutions
+        )
 
     def train_dataloader(self) -> DataLoader:
-        ds = self._with_transform("train", self.train_transform())
-        return self._loader(ds, self.batch_size, shuffle=True, persistent=True)
+        if self.train_resolutions is None:
+            ds = self._with_transform("train", self.train_transform())
+            return self._loader(ds, self.batch_size, shuffle=True, persistent=True)
+        # One copy of the training set per side, each with its own random-resized crop to that
+        # side (one resampling of the photo, as at img_size); they share the file list.
+        sets = {side: self._with_transform("train", self.train_transform(side)) for side in self.train_resolutions}
+        return self._loader(
+            MultiResolutionDataset(sets),
+            self.batch_size,
+            shuffle=True,
+            persistent=True,
+            resolutions=self.train_resolutions,
+        )
 
     def val_dataloader(self) -> DataLoader:
         ds = self._with_transform("val", self.eval_transform(self.img_size))

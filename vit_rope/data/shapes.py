@@ -3,13 +3,15 @@ and as the embedded default data module (rendered on the fly, no download)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from vit_rope.data.common import DataConfigError, Size, as_hw
+from vit_rope.data.common import DataConfigError, Size, as_hw, check_train_resolutions
 from vit_rope.data.shapes_scenes import (
     SHAPES_MEAN,
     SHAPES_STD,
@@ -101,9 +103,15 @@ class ShapesDataModule(SyntheticDataModule):
         num_workers: Loader workers; 0 is right here, the images are rendered once and cached.
         seed: Selects the scenes.
         mode: Default ``eval_dataloader`` mode, ``zoom`` or ``canvas``.
-        patch_size: If given, refuse an ``img_size`` that is not a multiple of it and settings
-            where one patch can hold pixels of both shapes (a model without positions could then
-            beat chance).
+        patch_size: If given, refuse an ``img_size`` (or ``train_resolutions`` entry) that is not
+            a multiple of it and settings where one patch can hold pixels of both shapes at a
+            training resolution (a model without positions could then beat chance).
+        train_resolutions: Multi-resolution training: each training batch is rendered at one side
+            drawn uniformly from this list (seeded with ``seed`` and the epoch); ``None``: all at
+            ``img_size``. ``img_size`` stays the training resolution of record, and validation
+            and evaluation do not change. The scenes are the same at every side (``zoom``: the
+            shapes scale with the image); each listed side is rendered once and cached, like
+            ``img_size`` (``3 * side**2`` bytes per scene).
         **scene: :class:`ShapesConfig` fields: ``num_classes`` (4), ``relation`` (orientation),
             ``distractors`` (0), ``shape_size``, ``size_jitter``, ``min_sep``, ``max_sep``,
             ``align_tol``, ``border``, ``colour_jitter``.
@@ -119,6 +127,7 @@ class ShapesDataModule(SyntheticDataModule):
         seed: int = 0,
         mode: str = "zoom",
         patch_size: int | None = None,
+        train_resolutions: Sequence[int] | None = None,
         **scene: Any,
     ) -> None:
         super().__init__(num_train, num_val, batch_size, num_workers, seed, mode)
@@ -126,6 +135,7 @@ class ShapesDataModule(SyntheticDataModule):
         patch_size = check_range("data.patch_size", patch_size, 1, integer=True, optional=True)
         if patch_size is not None:
             check_divisible("data.img_size", self.img_size, patch_size, "the patch size")
+        self.train_resolutions = check_train_resolutions(train_resolutions, patch_size)
         self._scene = scene
         self.train_set = ShapesDataset(self.num_train, self.img_size, self.seed, "train", "zoom", cache=True, **scene)
         self.config = self.train_set.config
@@ -136,11 +146,36 @@ class ShapesDataModule(SyntheticDataModule):
                 f"shapes, so a model without positions could beat chance; set data.min_sep to at least "
                 f"{need:.3f} (and data.max_sep to match) or use a larger img_size."
             )
+        if patch_size is not None and self.train_resolutions is not None:
+            self._check_patch_leak(patch_size, min(self.train_resolutions))
+        self._train_sets = {self.img_size: self.train_set}
         self.val_set = ShapesDataset(self.num_val, self.img_size, self.seed, "val", self.mode, cache=True, **scene)
+
+    def _check_patch_leak(self, patch_size: int, side: int) -> None:
+        """Refuse a training side at which one patch can hold pixels of both shapes."""
+        if patch_size / side <= self.config.min_gap + 1e-9:
+            return
+        smallest = patch_size * math.ceil(1 / (self.config.min_gap + 1e-9))
+        need = 2 * self.config.max_size + patch_size / side
+        raise DataConfigError(
+            f"With patch_size={patch_size} at data.train_resolutions entry {side} one patch can hold pixels of "
+            f"both shapes, so a model without positions could beat chance on those batches; use sides of at "
+            f"least {smallest} in data.train_resolutions or set data.min_sep to at least {need:.3f} (and "
+            "data.max_sep to match)."
+        )
 
     @property
     def train_resolution(self) -> int:
         return self.img_size
+
+    def _train_set_at(self, resolution: int) -> ShapesDataset:
+        # Each side is rendered from the scenes (not resized from img_size), so the shapes are
+        # as sharp and their edges as exact as at img_size, and cached like the img_size set.
+        if resolution not in self._train_sets:
+            ds = ShapesDataset(self.num_train, resolution, self.seed, "train", "zoom", cache=True, **self._scene)
+            ds._scenes = self.train_set.scenes  # same scenes; saves sampling them again
+            self._train_sets[resolution] = ds
+        return self._train_sets[resolution]
 
     def _eval_set(self, resolution: Any, mode: str) -> ShapesDataset:
         ds = ShapesDataset(self.num_val, resolution, self.seed, "val", mode, train_size=self.img_size, **self._scene)

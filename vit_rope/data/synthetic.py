@@ -12,7 +12,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vit_rope.data.common import MODES, as_hw, build_config, check_loader_options, check_mode, make_loader
+from vit_rope.data.common import (
+    MODES,
+    MultiResolutionDataset,
+    as_hw,
+    build_config,
+    check_loader_options,
+    check_mode,
+    make_loader,
+)
 from vit_rope.errors import check_choice, check_range
 
 
@@ -94,7 +102,8 @@ class SyntheticDataModule(L.LightningDataModule):
 
     ``__init__`` checks the options every synthetic module has; a subclass then sets
     ``train_set``, ``val_set`` and ``config`` and implements :attr:`train_resolution` and
-    :meth:`_eval_set`.
+    :meth:`_eval_set`. A subclass that sets :attr:`train_resolutions` (multi-resolution training)
+    also implements :meth:`_train_set_at`.
 
     Args:
         num_train, num_val: Number of training / validation samples (``data.num_train``, ``data.num_val``).
@@ -106,6 +115,9 @@ class SyntheticDataModule(L.LightningDataModule):
 
     train_set: SyntheticDataset
     val_set: SyntheticDataset
+    #: Sides to draw each training batch's from (``data.train_resolutions``), or ``None``: all at
+    #: :attr:`train_resolution`.
+    train_resolutions: tuple[int, ...] | None = None
 
     def __init__(
         self, num_train: int, num_val: int, batch_size: int, num_workers: int | None, seed: int, mode: str
@@ -133,10 +145,28 @@ class SyntheticDataModule(L.LightningDataModule):
         """The validation samples at ``resolution`` in ``mode``, made on demand (not cached)."""
         raise NotImplementedError
 
+    def _train_set_at(self, resolution: int) -> SyntheticDataset:
+        """The training samples made at ``resolution`` (for :attr:`train_resolutions`)."""
+        raise NotImplementedError
+
     def train_dataloader(self) -> DataLoader:
+        if self.train_resolutions is None:
+            if self.num_workers > 0:
+                self.train_set.prerender()  # before the workers fork, so they share one copy
+            return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True, persistent=True)
+        sets = {side: self._train_set_at(side) for side in self.train_resolutions}
         if self.num_workers > 0:
-            self.train_set.prerender()  # before the workers fork, so they share one copy
-        return make_loader(self.train_set, self.batch_size, self.num_workers, shuffle=True, persistent=True)
+            for ds in sets.values():
+                ds.prerender()
+        return make_loader(
+            MultiResolutionDataset(sets),
+            self.batch_size,
+            self.num_workers,
+            shuffle=True,
+            persistent=True,
+            resolutions=self.train_resolutions,
+            seed=self.seed,
+        )
 
     def val_dataloader(self) -> DataLoader:
         if self.num_workers > 0:
