@@ -101,8 +101,11 @@ def data_defaults_off_yaml(group: str, *classes: type) -> dict[str, tuple]:
     for key, value in values.items():
         if key in ("_target_", "name") or (isinstance(value, str) and (value.startswith("${") or value == "???")):
             continue
-        if defaults.get(key, "<no default>") != value:
-            off[key] = (value, defaults.get(key, "<no default>"))
+        default = defaults.get(key, "<no default>")
+        if isinstance(default, tuple):  # YAML has no tuples: a tuple default matches the same list
+            default = list(default)
+        if default != value:
+            off[key] = (value, default)
     return off
 
 
