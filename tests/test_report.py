@@ -246,6 +246,72 @@ def test_malformed_results_listed_as_failed(tmp_path: Path) -> None:
     assert "`1_garbled` **failed**: `(no overrides)`: Malformed results file" in md
 
 
+def attention(res: int, depth: int = 2) -> dict:
+    """Per-layer diagnostics of a made-up cell: entropy falls and distance grows with resolution."""
+    return {
+        "entropy": [0.9 - res / 1000 - 0.1 * i for i in range(depth)],
+        "distance": [res / 16 + i for i in range(depth)],
+    }
+
+
+def test_attention_in_csv_and_plot(tmp_path: Path) -> None:
+    """Rows with ``attention`` get its layer means in the CSV and a row of three panels in the
+    plot (top-1, entropy, distance); n/a rows and old rows without the key stay empty."""
+    rope = [
+        metric(r, s, False, 90.0 - r / 8) | {"attention": attention(r)}
+        for r in RESOLUTIONS
+        for s in ("extrapolate", "yarn")
+    ]
+    sincos = [metric(r, "extrapolate", False, 70.0) for r in RESOLUTIONS]  # written before the key existed
+    sincos += [metric(r, "yarn", False, None) | {"attention": None} for r in RESOLUTIONS]
+    make_job(tmp_path, "0_rope_axial", ["pos_embed=rope_axial"], results("rope_axial", rope))
+    make_job(tmp_path, "1_sincos", ["pos_embed=sincos"], results("sincos", sincos))
+    paths = write_comparison(tmp_path, echo=False)
+    with open(paths["csv"]) as f:
+        rows = {(r["pos_embed"], r["strategy"], r["resolution"]): r for r in csv.DictReader(f)}
+    row = rows[("rope_axial", "yarn", "64")]
+    assert float(row["attn_entropy"]) == pytest.approx(0.9 - 0.064 - 0.05, abs=1e-4)
+    assert float(row["attn_distance"]) == pytest.approx(4.5, abs=1e-4)
+    assert all(rows[("sincos", s, str(r))]["attn_entropy"] == "" for s in ("extrapolate", "yarn") for r in RESOLUTIONS)
+    md = paths["md"].read_text()
+    assert {tuple(r[:2]) for r in table_rows(md)} == {("rope_axial", "extrapolate"), ("rope_axial", "yarn"),
+                                                      ("sincos", "extrapolate"), ("sincos", "yarn")}  # fmt: skip
+
+    fig = comparison_figure(collect_runs(tmp_path))
+    top1, entropy, distance = fig.axes
+    assert top1.get_ylabel() == "top-1 accuracy (%)" and entropy.get_ylabel() == "entropy / log N"
+    assert distance.get_ylabel() == "distance (patches)"
+    lines = {c.get_label(): c[0] for c in entropy.containers}
+    assert set(lines) == {"rope_axial · extrapolate", "rope_axial · yarn"}  # sincos recorded none
+    assert list(lines["rope_axial · yarn"].get_ydata()) == pytest.approx([0.9 - r / 1000 - 0.05 for r in RESOLUTIONS])
+    dist = {c.get_label(): c[0] for c in distance.containers}["rope_axial · extrapolate"]
+    assert list(dist.get_ydata()) == pytest.approx([r / 16 + 0.5 for r in RESOLUTIONS])
+    assert len({c.get_label() for c in top1.containers}) == 3  # sincos yarn is n/a everywhere
+    assert distance.get_legend() is not None and top1.get_legend() is None
+    with Image.open(paths["png"]) as im:
+        im.verify()
+
+
+def test_attention_key_is_checked(tmp_path: Path) -> None:
+    """results.json's ``attention`` must be null or two per-layer lists of the same length;
+    non-finite values are written as null."""
+    from vit_rope.eval.results import load_results, write_results
+
+    good = metric(TRAIN_RES, "extrapolate", False, 70.0) | {
+        "attention": {"entropy": [0.5, float("nan")], "distance": [1.0, 2.0]}
+    }
+    path = write_results(tmp_path / "ok" / "results.json", results("rope_axial", [])["run"], [good])
+    assert load_results(path)["metrics"][0]["attention"] == {"entropy": [0.5, None], "distance": [1.0, 2.0]}
+    for i, att in enumerate(
+        ({"entropy": [0.5]}, {"entropy": [0.5], "distance": [1.0, 2.0]}, [0.5], {"entropy": ["x"], "distance": [1.0]})
+    ):
+        bad = results("rope_axial", [metric(TRAIN_RES, "extrapolate", False, 70.0) | {"attention": att}])
+        (tmp_path / f"bad{i}").mkdir()
+        (tmp_path / f"bad{i}" / "results.json").write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match=r"metrics\[0\]\.attention"):
+            load_results(tmp_path / f"bad{i}")
+
+
 def test_no_runs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="No runs under") as err:
         collect_runs(tmp_path)

@@ -4,6 +4,10 @@ One loop for images and text: for every (strategy, logn, resolution) it selects 
 on the model and runs the module's own ``validation_step`` through ``Trainer.validate`` on the
 data module's ``eval_dataloader(resolution, mode)``. At the training resolution with
 ``extrapolate`` this is exactly the validation that training logs.
+
+Each evaluated cell also gets the attention diagnostics of :mod:`vit_rope.eval.diagnostics`
+(per-layer entropy and distance) from one more forward, on rank 0 only, over the first
+``diagnostics_images`` validation samples at that resolution (0 turns them off).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from rich.progress import Progress
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
-from vit_rope.errors import check_divisible
+from vit_rope.errors import check_divisible, check_range
+from vit_rope.eval.diagnostics import attention_diagnostics
 from vit_rope.eval.results import add_retention
 from vit_rope.extrapolate import STRATEGIES, check_strategy
 from vit_rope.models.vit import VisionTransformer
@@ -49,6 +54,7 @@ def evaluate(
     logn: Sequence[bool] = (False, True),
     mode: str | None = None,
     loggers: Sequence[Any] = (),
+    diagnostics_images: int = 64,
 ) -> list[dict]:
     """Accuracy of ``module`` at each resolution x strategy x logn.
 
@@ -59,7 +65,10 @@ def evaluate(
         resolutions: Image sides or sequence lengths; ``None`` for :func:`default_resolutions`.
         strategies, logn: Combinations to run; a strategy that does not apply is recorded n/a.
         mode: ``zoom`` or ``canvas``; ``None`` takes the data module's default.
-        loggers: Lightning loggers; each gets top-1 per strategy with the resolution as its step.
+        loggers: Lightning loggers; each gets top-1 (and the layer-mean attention entropy and
+            distance) per strategy with the resolution as its step.
+        diagnostics_images: Validation samples (the first ones) that the attention diagnostics
+            of each cell run on; 0 records none (the rows' ``attention`` is then ``null``).
 
     Returns:
         Metric rows of ``results.json`` (:mod:`vit_rope.eval.results`).
@@ -69,6 +78,7 @@ def evaluate(
     train_res = int(datamodule.train_resolution)
     resolutions = [int(r) for r in (resolutions or default_resolutions(model, train_res))]
     check_eval_settings(model, resolutions, strategies)
+    check_range("eval.diagnostics_images", diagnostics_images, 0, integer=True)
     combos = [(s, bool(g), r) for s in strategies for g in logn for r in resolutions]
     rows: list[dict] = []
     show = trainer.is_global_zero and not os.environ.get("VIT_ROPE_NO_PROGRESS")
@@ -79,23 +89,46 @@ def evaluate(
             progress.update(task, description=label)
             row = {"resolution": res, "strategy": strategy, "logn": use_logn, "mode": mode}
             if not model.strategy_applies(strategy):
-                row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a")
+                row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a", attention=None)
             else:
                 loader = _unpadded(datamodule.eval_dataloader(res, mode=mode), trainer)
                 with model.use_strategy(strategy, logn=use_logn):
                     out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
+                    attention = _diagnostics(model, datamodule, trainer, res, mode, diagnostics_images)
                 row.update(
                     top1=round(float(out["val/top1"]), 4),
                     top5=round(float(out["val/top5"]), 4),
                     loss=round(float(out["val/loss"]), 6),
                     n=int(out["val/n"]),
+                    attention=attention,
                 )
+                name = f"{strategy}{'_logn' if use_logn else ''}"
+                logged = {f"eval_top1/{name}": row["top1"]}
+                for key in ("entropy", "distance") if attention else ():
+                    values = [v for v in attention[key] if v is not None]
+                    if values:
+                        logged[f"eval_attn_{key}/{name}"] = sum(values) / len(values)
                 for lg in loggers:
-                    lg.log_metrics({f"eval_top1/{strategy}{'_logn' if use_logn else ''}": row["top1"]}, step=res)
+                    lg.log_metrics(logged, step=res)
             rows.append(row)
             progress.advance(task)
     add_retention(rows, train_res)
+    for row in rows:
+        row["attention"] = row.pop("attention")  # last in each row of results.json: the longest value
     return rows
+
+
+def _diagnostics(model: Any, datamodule: Any, trainer: L.Trainer, res: int, mode: str, images: int) -> dict | None:
+    """Attention diagnostics of one cell (the strategy is already set), on rank 0 and on the
+    trainer's device, over the first ``images`` validation samples at ``res``."""
+    if images <= 0 or not trainer.is_global_zero:
+        return None
+    loader = datamodule.eval_dataloader(res, mode=mode)
+    dataset, collate = loader.dataset, loader.collate_fn or default_collate
+    n = min(images, len(dataset))
+    # read in this process, a few at a time: no loader workers to start for a few samples
+    batches = (collate([dataset[i] for i in range(s, min(s + 32, n))]) for s in range(0, n, 32))
+    return attention_diagnostics(model, batches, images, device=trainer.strategy.root_device)
 
 
 def eval_mode(datamodule: Any, mode: str | None) -> str:

@@ -7,12 +7,18 @@ clear error, and Hydra's ``.hydra/`` folder either way. ``results.json`` is::
              "mode": str, "seed": int, "overrides": [str, ...], ...},
      "metrics": [{"resolution": int, "strategy": str, "logn": bool,
                   "top1": float | null, "top5": float | null, "loss": float | null,
-                  "n": int, "retention": float | null, "note": "n/a"  (only when top1 is null)},
+                  "n": int, "retention": float | null, "note": "n/a"  (only when top1 is null),
+                  "attention": {"entropy": [float | null, ...], "distance": [float | null, ...]} | null},
                  ...]}
 
 ``top1``/``top5`` are in percent; ``retention`` is top-1 divided by top-1 at the training
-resolution with the same strategy and logn. Extra keys (per metric or in ``run``) are allowed,
-so that a newer writer stays readable by an older reader.
+resolution with the same strategy and logn. ``attention`` (optional; files written before it
+existed lack it) holds the attention diagnostics of :mod:`vit_rope.eval.diagnostics`, one value
+per layer, over the first ``eval.diagnostics_images`` validation samples: ``entropy`` is the
+mean attention entropy of the grid queries divided by ``log N`` (in [0, 1]), ``distance`` the
+mean attention-weighted distance to the grid keys in grid steps (patches, or tokens); it is
+``null`` for an n/a cell and when the diagnostics are off. Extra keys (per metric or in
+``run``) are allowed, so that a newer writer stays readable by an older reader.
 """
 
 from __future__ import annotations
@@ -45,10 +51,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def _finite(v: Any) -> Any:
+    """``v`` with every non-finite float in it (nested lists and dicts included) made ``None``."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
 def write_results(path: str | Path, run: dict, metrics: list[dict]) -> Path:
     """Write ``results.json`` atomically; non-finite floats become ``null``."""
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()} for m in metrics]
-    return atomic_write_text(path, json.dumps({"run": run, "metrics": clean}, indent=2))
+    return atomic_write_text(path, json.dumps({"run": run, "metrics": _finite(list(metrics))}, indent=2))
 
 
 def add_retention(rows: list[dict], train_resolution: int) -> None:
@@ -122,4 +138,25 @@ def load_results(path: str | Path) -> dict[str, Any]:
         for key in ("top5", "loss", "n", "retention"):
             if m.get(key) is not None and not _is_number(m[key]):
                 raise bad(f"{where}.{key} must be a number or null, got {m[key]!r}")
+        problem = _attention_problem(m.get("attention"))
+        if problem:
+            raise bad(f"{where}.attention {problem}")
     return data
+
+
+def _attention_problem(att: Any) -> str | None:
+    """Why a metric row's ``attention`` does not follow the schema, or ``None`` if it does
+    (absent and ``null`` are fine)."""
+    if att is None:
+        return None
+    if not isinstance(att, dict):
+        return f'must be an object with "entropy" and "distance" lists, or null, got {att!r}'
+    lengths = set()
+    for key in ("entropy", "distance"):
+        values = att.get(key)
+        if not isinstance(values, list) or not all(v is None or _is_number(v) for v in values):
+            return f".{key} must be a list of numbers (one per layer, null for none), got {values!r}"
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        return f"has {len(att['entropy'])} entropy values and {len(att['distance'])} distance values; expected one of each per layer"
+    return None

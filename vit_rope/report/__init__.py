@@ -11,7 +11,9 @@ next to the runs (or into ``out_dir``):
   cells top-1 in percent (mean ± std over runs that share a cell); then the list of failed
   and unfinished runs.
 - ``comparison.png``: top-1 against resolution, one line per encoding and strategy, the
-  training resolution marked.
+  training resolution marked; when the runs recorded attention diagnostics, two more panels
+  per table: the mean attention entropy and distance (means over layers) against resolution.
+  The CSV has the same two means as ``attn_entropy`` and ``attn_distance``.
 
 :class:`ComparisonCallback` does the same at the end of a Hydra multirun, and after each job.
 

@@ -5,6 +5,10 @@ resolution). A table's rows are encoding and strategy (``+logn`` appended when t
 scaling is on, ``extrapolate`` rows first), its columns test resolutions (in pixels, or tokens
 for sequence data), its cells top-1 in percent: mean ± sample std over the runs that share
 encoding, strategy and resolution. Failed and unfinished runs are listed after the tables.
+
+The attention diagnostics of a metric row (``"attention"`` in results.json) enter the CSV as
+their means over layers (``attn_entropy``, ``attn_distance``) and the tables as
+``Table.attention``, which the plot draws next to top-1.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +25,19 @@ from vit_rope.report.collect import RunResult
 CSV_COLUMNS = (
     "run_dir", "pos_embed", "model", "data", "mode", "train_resolution", "seed",
     "resolution", "strategy", "logn", "top1", "top5", "loss", "n", "retention", "note",
-    "status", "error",
+    "status", "error", "attn_entropy", "attn_distance",
 )  # fmt: skip
 AXIS_NAMES = {"px": "test resolution (pixels)", "tokens": "test sequence length (tokens)"}
+GRID_STEPS = {"px": "patches", "tokens": "tokens"}  # what an attention distance counts, by unit
+ATTENTION_KEYS = ("entropy", "distance")
+
+
+def layer_mean(attention: Any, key: str) -> float | None:
+    """Mean over layers of a metric row's ``attention[key]``; ``None`` when there is none."""
+    if not isinstance(attention, dict) or not isinstance(attention.get(key), list):
+        return None
+    values = [float(v) for v in attention[key] if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(values) / len(values) if values else None
 
 
 def axis_name(unit: str) -> str:
@@ -85,11 +99,15 @@ def comparison_rows(runs: Sequence[RunResult], root: str | Path) -> list[dict[st
                 {k: m.get(k) for k in ("resolution", "strategy", "logn", "top1", "top5", "loss", "n", "retention")}
             )
             row["note"] = m.get("note")
+            for key in ATTENTION_KEYS:
+                mean = layer_mean(m.get("attention"), key)
+                row[f"attn_{key}"] = None if mean is None else round(mean, 4)
             rows.append({k: _csv_value(row.get(k)) for k in CSV_COLUMNS})
     return rows
 
 
 Cell = list[tuple[float | None, str]]  # (top1 or None, note) of every run in one cell
+AttentionCell = list[tuple[float, float]]  # (entropy, distance), means over layers, of every run that has them
 
 
 @dataclass
@@ -100,6 +118,13 @@ class Table:
     unit: str  # what the resolutions count: "px" or "tokens"
     cells: dict[tuple[str, str, bool], dict[int, Cell]]
     seeds: list[Any]
+    attention: dict[tuple[str, str, bool], dict[int, AttentionCell]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+
+    @property
+    def has_attention(self) -> bool:
+        return any(e for by_res in self.attention.values() for e in by_res.values())
 
     @property
     def resolutions(self) -> list[int]:
@@ -133,6 +158,9 @@ def comparison_tables(runs: Sequence[RunResult]) -> list[Table]:
         for m in r.metrics:
             cell_key = (r.run["pos_embed"], m["strategy"], m["logn"])
             table.cells[cell_key][m["resolution"]].append((m["top1"], m.get("note") or ""))
+            ent, dist = (layer_mean(m.get("attention"), key) for key in ATTENTION_KEYS)
+            if ent is not None and dist is not None:
+                table.attention[cell_key][m["resolution"]].append((ent, dist))
     return [tables[k] for k in sorted(tables, key=lambda k: tuple(str(x) for x in k))]
 
 
