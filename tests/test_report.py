@@ -399,3 +399,22 @@ def test_callback_in_hydra_sweep_with_failing_job(tmp_path: Path) -> None:
     assert [r[0] for r in table_rows(md)] == ["ape", "rope_axial"]
     assert "`1` **failed**: `+pos_embed=bad`: ValueError: Unknown position encoding 'bad'" in md
     assert (sweep / "comparison.png").is_file()
+
+
+def test_a_sweep_over_another_setting_is_not_averaged_as_seeds(tmp_path: Path) -> None:
+    """Jobs that differ in optim.lr are two rows; their seeds are averaged within each row."""
+    for lr, base in (("1e-3", 80.0), ("3e-3", 60.0)):
+        for seed in (0, 1):
+            top1 = base + 2 * seed
+            m = [metric(TRAIN_RES, "extrapolate", False, top1)]
+            res = results("rope_axial", m, seed=seed)
+            res["run"]["overrides"] = [f"optim.lr={lr}", f"seed={seed}", "pos_embed=rope_axial"]
+            make_job(tmp_path, f"lr{lr}_s{seed}", ["pos_embed=rope_axial", f"optim.lr={lr}", f"seed={seed}"], res)
+    paths = write_comparison(tmp_path, out_dir=tmp_path / "report", echo=False)
+    rows = table_rows(paths["md"].read_text())
+    assert rows == [
+        ["rope_axial (optim.lr=1e-3)", "extrapolate", "81.0 ± 1.4"],
+        ["rope_axial (optim.lr=3e-3)", "extrapolate", "61.0 ± 1.4"],
+    ]
+    csv_text = paths["csv"].read_text()
+    assert "optim.lr=1e-3 seed=0 pos_embed=rope_axial" in csv_text  # the overrides column

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from rich.progress import Progress
 from torch.utils.data import DataLoader, default_collate
@@ -45,6 +46,48 @@ def check_eval_settings(model: Any, resolutions: Sequence[int], strategies: Sequ
             check_divisible("eval.resolutions entry", int(r), model.patch_size, "the patch size")
 
 
+def cell_key(model: Any, train_resolution: int, resolution: int, strategy: str, logn: bool) -> tuple:
+    """Cells with the same key give the same numbers by definition, so each key is computed once:
+    every strategy at the training resolution (each is the identity there, and so is log-n); a
+    learned table's ``interpolate``, which is its resampled ``extrapolate``; and the ``logn``
+    flag of a model that applies log-n always (``logn_attention``)."""
+    if resolution == train_resolution:
+        return (resolution,)
+    pos = getattr(model, "pos", None)
+    if pos is not None and pos.rotary is None and pos.absolute == "learned":
+        strategy = "extrapolate"
+    if getattr(getattr(model, "cfg", None), "logn_attention", False):
+        logn = True
+    return (resolution, strategy, logn)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batches kept in memory, served as they are (``DataLoader(batch_size=None)``)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.batches[i]
+
+
+def _decoded_once(loader: DataLoader, trainer: L.Trainer, max_bytes: int) -> DataLoader:
+    """The evaluation loader of one resolution, decoded once and kept in memory for all its
+    cells when it fits in ``max_bytes`` (one process); else the loader itself."""
+    if trainer.world_size > 1 or max_bytes <= 0:
+        return _unpadded(loader, trainer)
+    batches, size = [], 0
+    for batch in loader:
+        size += sum(t.numel() * t.element_size() for t in batch if isinstance(t, torch.Tensor))
+        if size > max_bytes:
+            return loader
+        batches.append(batch)
+    return DataLoader(_Batches(batches), batch_size=None, num_workers=0)
+
+
 def evaluate(
     module: L.LightningModule,
     datamodule: Any,
@@ -55,12 +98,17 @@ def evaluate(
     mode: str | None = None,
     loggers: Sequence[Any] = (),
     diagnostics_images: int = 64,
+    batch_size: int | None = None,
+    cache_bytes: int = 2 << 30,
 ) -> list[dict]:
     """Accuracy of ``module`` at each resolution x strategy x logn.
 
+    Each resolution's samples are decoded once (kept in memory up to ``cache_bytes``) and each
+    group of cells that are equal by definition (:func:`cell_key`) is computed once.
+
     Args:
-        module: A :class:`vit_rope.module.ClassificationModule` (its ``model`` takes strategies).
-        datamodule: Gives ``train_resolution`` and ``eval_dataloader(resolution, mode)``.
+        module: A :class:`vit_rope.lit_module.ClassificationModule` (its ``model`` takes strategies).
+        datamodule: Gives ``train_resolution`` and ``eval_dataloader(resolution, mode, batch_size)``.
         trainer: Runs ``validate``; its devices and precision are used.
         resolutions: Image sides or sequence lengths; ``None`` for :func:`default_resolutions`.
         strategies, logn: Combinations to run; a strategy that does not apply is recorded n/a.
@@ -69,6 +117,8 @@ def evaluate(
             distance) per strategy with the resolution as its step.
         diagnostics_images: Validation samples (the first ones) that the attention diagnostics
             of each cell run on; 0 records none (the rows' ``attention`` is then ``null``).
+        batch_size: Evaluation batch size; ``None`` takes the data module's.
+        cache_bytes: Most memory that one resolution's decoded samples may take; 0 streams.
 
     Returns:
         Metric rows of ``results.json`` (:mod:`vit_rope.eval.results`).
@@ -79,43 +129,59 @@ def evaluate(
     resolutions = [int(r) for r in (resolutions or default_resolutions(model, train_res))]
     check_eval_settings(model, resolutions, strategies)
     check_range("eval.diagnostics_images", diagnostics_images, 0, integer=True)
-    combos = [(s, bool(g), r) for s in strategies for g in logn for r in resolutions]
+    check_range("eval.batch_size", batch_size, 1, integer=True, optional=True)
     rows: list[dict] = []
+    done: dict[tuple, dict] = {}
     show = trainer.is_global_zero and not os.environ.get("VIT_ROPE_NO_PROGRESS")
     with Progress(disable=not show, transient=False) as progress:
-        task = progress.add_task("evaluating", total=len(combos))
-        for strategy, use_logn, res in combos:
-            label = f"{strategy}{'+logn' if use_logn else ''} @ {res}"
-            progress.update(task, description=label)
-            row = {"resolution": res, "strategy": strategy, "logn": use_logn, "mode": mode}
-            if not model.strategy_applies(strategy):
-                row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a", attention=None)
-            else:
-                loader = _unpadded(datamodule.eval_dataloader(res, mode=mode), trainer)
-                with model.use_strategy(strategy, logn=use_logn):
-                    out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
-                    attention = _diagnostics(model, datamodule, trainer, res, mode, diagnostics_images)
-                row.update(
-                    top1=round(float(out["val/top1"]), 4),
-                    top5=round(float(out["val/top5"]), 4),
-                    loss=round(float(out["val/loss"]), 6),
-                    n=int(out["val/n"]),
-                    attention=attention,
-                )
-                name = f"{strategy}{'_logn' if use_logn else ''}"
-                logged = {f"eval_top1/{name}": row["top1"]}
-                for key in ("entropy", "distance") if attention else ():
-                    values = [v for v in attention[key] if v is not None]
-                    if values:
-                        logged[f"eval_attn_{key}/{name}"] = sum(values) / len(values)
-                for lg in loggers:
-                    lg.log_metrics(logged, step=res)
-            rows.append(row)
-            progress.advance(task)
+        task = progress.add_task("evaluating", total=len(strategies) * len(logn) * len(resolutions))
+        for res in resolutions:
+            loader = None
+            for strategy, use_logn in ((s, bool(g)) for s in strategies for g in logn):
+                progress.update(task, description=f"{strategy}{'+logn' if use_logn else ''} @ {res}")
+                row = {"resolution": res, "strategy": strategy, "logn": use_logn, "mode": mode}
+                key = cell_key(model, train_res, res, strategy, use_logn)
+                if not model.strategy_applies(strategy):
+                    row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a", attention=None)
+                elif key in done:
+                    row.update(done[key])
+                else:
+                    if loader is None:
+                        kwargs = {} if batch_size is None else {"batch_size": int(batch_size)}
+                        loader = _decoded_once(
+                            datamodule.eval_dataloader(res, mode=mode, **kwargs), trainer, cache_bytes
+                        )
+                    with model.use_strategy(strategy, logn=use_logn):
+                        out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
+                        attention = _diagnostics(model, datamodule, trainer, res, mode, diagnostics_images)
+                    done[key] = dict(
+                        top1=round(float(out["val/top1"]), 4),
+                        top5=round(float(out["val/top5"]), 4),
+                        loss=round(float(out["val/loss"]), 6),
+                        n=int(out["val/n"]),
+                        attention=attention,
+                    )
+                    row.update(done[key])
+                if row.get("top1") is not None:
+                    _log(loggers, row, strategy, use_logn, res)
+                rows.append(row)
+                progress.advance(task)
     add_retention(rows, train_res)
     for row in rows:
         row["attention"] = row.pop("attention")  # last in each row of results.json: the longest value
     return rows
+
+
+def _log(loggers: Sequence[Any], row: dict, strategy: str, use_logn: bool, res: int) -> None:
+    name = f"{strategy}{'_logn' if use_logn else ''}"
+    logged = {f"eval_top1/{name}": row["top1"]}
+    attention = row.get("attention")
+    for key in ("entropy", "distance") if attention else ():
+        values = [v for v in attention[key] if v is not None]
+        if values:
+            logged[f"eval_attn_{key}/{name}"] = sum(values) / len(values)
+    for lg in loggers:
+        lg.log_metrics(logged, step=res)
 
 
 def _diagnostics(model: Any, datamodule: Any, trainer: L.Trainer, res: int, mode: str, images: int) -> dict | None:

@@ -25,7 +25,7 @@ from vit_rope.report.collect import RunResult
 CSV_COLUMNS = (
     "run_dir", "pos_embed", "model", "data", "mode", "train_resolution", "seed",
     "resolution", "strategy", "logn", "top1", "top5", "loss", "n", "retention", "note",
-    "status", "error", "attn_entropy", "attn_distance",
+    "status", "error", "attn_entropy", "attn_distance", "overrides",
 )  # fmt: skip
 AXIS_NAMES = {"px": "test resolution (pixels)", "tokens": "test sequence length (tokens)"}
 GRID_STEPS = {"px": "patches", "tokens": "tokens"}  # what an attention distance counts, by unit
@@ -92,7 +92,7 @@ def comparison_rows(runs: Sequence[RunResult], root: str | Path) -> list[dict[st
     rows = []
     for r in runs:
         base = {k: r.run.get(k) for k in ("pos_embed", "model", "data", "mode", "train_resolution", "seed")}
-        base.update(run_dir=rel_name(r.run_dir, root), status=r.status, error=r.error)
+        base.update(run_dir=rel_name(r.run_dir, root), status=r.status, error=r.error, overrides=" ".join(r.overrides))
         for m in r.metrics or [{}]:
             row = dict(base)
             row.update(
@@ -133,8 +133,9 @@ class Table:
     def keys(self) -> list[tuple[str, str, bool]]:
         """Row order: strategy (extrapolate first), logn off before on, then encoding."""
         strategies = _order([k[1] for k in self.cells], known_strategies())
-        encodings = _order([k[0] for k in self.cells], known_encodings())
-        return sorted(self.cells, key=lambda k: (strategies.index(k[1]), k[2], encodings.index(k[0])))
+        known = {n: i for i, n in enumerate(known_encodings())}
+        encoding_rank = lambda label: (known.get(label.split(" (")[0], len(known)), label)  # noqa: E731
+        return sorted(self.cells, key=lambda k: (strategies.index(k[1]), k[2], encoding_rank(k[0])))
 
     def runs_per_cell(self) -> set[int]:
         return {sum(v is not None for v, _ in e) for by_res in self.cells.values() for e in by_res.values()} - {0}
@@ -146,17 +147,44 @@ class Table:
         return " · ".join(parts) + f", trained at {train_res}"
 
 
-def comparison_tables(runs: Sequence[RunResult]) -> list[Table]:
-    """The tables of the finished runs, ordered by group; runs of other statuses are left out."""
-    tables: dict[tuple, Table] = {}
+NOT_A_VARIANT = ("seed", "pos_embed", "hydra.")  # override keys that never split a row
+
+
+def _override_items(run: RunResult) -> dict[str, str]:
+    items = {}
+    for o in run.overrides:
+        key, sep, value = o.lstrip("+~").partition("=")
+        if sep and not key.startswith(NOT_A_VARIANT):
+            items[key] = value
+    return items
+
+
+def variant_labels(runs: Sequence[RunResult]) -> dict[Path, str]:
+    """Row label of each run: its encoding, plus every override that differs between the runs
+    (the seed excepted), so that a sweep over ``optim.lr`` or a recipe is not averaged as if
+    its jobs were seeds; runs that differ only by seed share a label and are averaged."""
+    items = {r.run_dir: _override_items(r) for r in runs}
+    keys = sorted({k for d in items.values() for k in d})
+    differing = [k for k in keys if len({d.get(k) for d in items.values()}) > 1]
+    labels = {}
     for r in runs:
-        if r.status != "ok":
-            continue
+        extra = [f"{k}={items[r.run_dir][k]}" for k in differing if k in items[r.run_dir]]
+        labels[r.run_dir] = r.run["pos_embed"] + (f" ({', '.join(extra)})" if extra else "")
+    return labels
+
+
+def comparison_tables(runs: Sequence[RunResult]) -> list[Table]:
+    """The tables of the finished runs, ordered by group; runs of other statuses are left out.
+    Rows are keyed by :func:`variant_labels`."""
+    tables: dict[tuple, Table] = {}
+    finished = [r for r in runs if r.status == "ok"]
+    labels = variant_labels(finished)
+    for r in finished:
         key = (*r.group, r.unit)
         table = tables.setdefault(key, Table(r.group, r.unit, defaultdict(lambda: defaultdict(list)), []))
         table.seeds.append(r.run.get("seed"))
         for m in r.metrics:
-            cell_key = (r.run["pos_embed"], m["strategy"], m["logn"])
+            cell_key = (labels[r.run_dir], m["strategy"], m["logn"])
             table.cells[cell_key][m["resolution"]].append((m["top1"], m.get("note") or ""))
             ent, dist = (layer_mean(m.get("attention"), key) for key in ATTENTION_KEYS)
             if ent is not None and dist is not None:
@@ -190,8 +218,8 @@ def _table_markdown(table: Table) -> list[str]:
         n_runs = "-".join(str(n) for n in sorted({min(per_cell), max(per_cell)}))
         seeds = ", ".join(str(s) for s in sorted({s for s in table.seeds if s is not None}, key=str))
         out.append(
-            f"Cells are mean ± std (sample std) over the {n_runs} runs that share encoding, strategy and "
-            f"resolution (seeds {seeds or 'unknown'})."
+            f"Cells are mean ± std (sample std) over the {n_runs} runs that share encoding (and the "
+            f"overrides in brackets), strategy and resolution (seeds {seeds or 'unknown'})."
         )
     out.append("")
     header = [f"{res} (train)" if res == train_res else str(res) for res in res_list]

@@ -109,6 +109,8 @@ def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: An
         logn=list(ev.logn),
         mode=ev.mode,
         loggers=loggers if trainer.is_global_zero else (),
+        diagnostics_images=int(ev.get("diagnostics_images", 64)),
+        batch_size=ev.get("batch_size"),
     )
     run = run_info(cfg, datamodule, module.model, eval_mode(datamodule, ev.mode))
     if trainer.is_global_zero:

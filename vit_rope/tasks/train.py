@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from vit_rope.config import build_dataclass, plain
-from vit_rope.errors import ConfigError
+from vit_rope.errors import ConfigError, check_range
 from vit_rope.eval.loop import check_eval_settings
 from vit_rope.eval.results import RESULTS_FILE
 from vit_rope.lit_module import OptimConfig
@@ -57,6 +57,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("evaluate", True):  # refuse bad evaluation settings now, not after hours of training
         resolutions = list(cfg.eval.resolutions) if cfg.eval.resolutions else []
         check_eval_settings(module.model, resolutions, list(cfg.eval.strategies))
+        check_range("eval.diagnostics_images", cfg.eval.get("diagnostics_images", 64), 0, integer=True)
+        check_range("eval.batch_size", cfg.eval.get("batch_size"), 1, integer=True, optional=True)
     if ckpt is not None:
         load_weights(module, ckpt)  # refuses a checkpoint of another model in one sentence
     n_params = sum(p.numel() for p in module.model.parameters())
