@@ -5,9 +5,12 @@ python train.py -m pos_embed=none,ape,sincos,rope1d,rope_axial,rope_mixed
 python train.py data=imagefolder data.root=/data/imagenet data.classes=imagenet100 model=vit_small
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from vit_rope.report.callback import sweep_failures
 from vit_rope.tasks.common import run_main
 from vit_rope.tasks.train import train
 
@@ -19,3 +22,8 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
+    if failed := sweep_failures():  # the comparison is written; the exit status says a job failed
+        print(
+            f"error: {len(failed)} job(s) of the sweep failed or did not finish: {'; '.join(failed)}", file=sys.stderr
+        )
+        sys.exit(1)

@@ -141,10 +141,14 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
 
 
 def test_sweep_with_a_failing_job_still_writes_the_comparison(tmp_path):
-    run_cli(
+    proc = run_cli(
         "train.py", "-m", *[a for a in TINY if "num_heads" not in a], "model.num_heads=2,3", "trainer.max_epochs=1",
         "eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn=[false]", f"hydra.sweep.dir={tmp_path}",
+        check=False,
     )  # fmt: skip
+    # the sweep runs both jobs, writes the comparison, then exits non-zero for a script or a cluster array
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: 1 job(s) of the sweep failed or did not finish: 1_rope_axial: embed_dim 32" in proc.stderr
     # 2 heads divide embed_dim 32 and train; 3 do not, and that job fails with a clear error
     assert (tmp_path / "0_rope_axial" / "results.json").is_file()
     message = "embed_dim 32 is not divisible by num_heads 3"

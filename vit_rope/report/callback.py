@@ -13,6 +13,15 @@ from vit_rope.report.write import write_comparison
 
 log = logging.getLogger(__name__)
 
+# Runs of the last sweep in this process that failed or did not finish (read by train.py, which
+# then exits non-zero, so that a script or a cluster array can tell).
+_FAILED: list[str] = []
+
+
+def sweep_failures() -> list[str]:
+    """The failed or unfinished jobs of the sweep that ended in this process, as ``dir: error``."""
+    return list(_FAILED)
+
 
 class ComparisonCallback(Callback):
     """Writes comparison.csv/.md/.png into the sweep directory; never fails a job or the sweep.
@@ -21,7 +30,8 @@ class ComparisonCallback(Callback):
     Hydra skips ``on_multirun_end`` when a job raised (its sweeper re-raises after the batch),
     so with ``after_each_job`` the comparison is also rewritten after every job, and a job that
     raised without writing ``error.txt`` gets one holding the exception's type and first line.
-    Anything that goes wrong here is logged as a warning.
+    At the end it records the jobs that failed (:func:`sweep_failures`), so that ``train.py -m``
+    exits with status 1 after writing the comparison. Anything that goes wrong here is logged.
 
     Args:
         after_each_job: Also rewrite the comparison after each multirun job.
@@ -50,5 +60,10 @@ class ComparisonCallback(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         try:
             write_comparison(config.hydra.sweep.dir)
+            from vit_rope.report.collect import collect_runs
+
+            _FAILED[:] = [
+                f"{r.run_dir.name}: {r.error}" for r in collect_runs(config.hydra.sweep.dir) if r.status != "ok"
+            ]
         except Exception as e:  # the report must never fail a sweep
             log.warning("Could not write the comparison for the sweep: %s", e)
