@@ -263,3 +263,13 @@ def test_slurm_launcher_config_composes_and_instantiates():
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
     assert type(instantiate(launcher)).__name__ == "SlurmLauncher"
+
+
+def test_the_resolved_config_is_shown_and_saved(tmp_path):
+    proc = run_cli("train.py", "debug=fast_dev_run", *TINY, "optim.lr=0.0042", f"hydra.run.dir={tmp_path}")
+    saved = (tmp_path / "config_tree.txt").read_text()
+    assert "lr: 0.0042" in saved and "pos_embed" in saved and "lr: 0.0042" in proc.stdout
+
+
+def test_gradient_accumulation_needs_no_plus(tmp_path):
+    run_cli("train.py", "debug=fast_dev_run", *TINY, "trainer.accumulate_grad_batches=2", f"hydra.run.dir={tmp_path}")

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from vit_rope.config import build_dataclass, plain
 from vit_rope.errors import ConfigError, check_range
 from vit_rope.eval.loop import check_eval_settings
-from vit_rope.eval.results import RESULTS_FILE
+from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_text
 from vit_rope.lit_module import OptimConfig
 from vit_rope.models import build_model_config, build_pos_embed
 from vit_rope.tasks.common import check_trainer, instantiate_all, instantiate_group, output_dir
@@ -26,6 +26,24 @@ def _guard_output_dir(out: Path, resuming: bool) -> None:
             f"Run directory '{out}' already holds {taken[0].name}; choose a new hydra.run.dir "
             f"or resume with ckpt_path={out}."
         )
+
+
+def show_config(cfg: DictConfig, out: Path) -> None:
+    """Print the resolved config as a tree (rank 0) and save it to the run dir as config_tree.txt."""
+    import os
+
+    from rich.console import Console
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for group, node in plain(cfg).items():
+        branch = tree.add(f"[bold]{group}[/bold]" + ("" if isinstance(node, dict) else f": {node}"))
+        for key, value in node.items() if isinstance(node, dict) else ():
+            branch.add(f"{key}: {value}")
+    console = Console(record=True, width=120, quiet=os.environ.get("LOCAL_RANK", "0") != "0")
+    console.print(tree)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG_TREE_FILE, console.export_text())
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -51,6 +69,7 @@ def train(cfg: DictConfig) -> dict:
     _guard_output_dir(out, resuming=ckpt is not None)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    show_config(cfg, out)
 
     datamodule = instantiate_group(cfg.data, "data")
     module = build_module(cfg, datamodule)
