@@ -272,4 +272,10 @@ def test_the_resolved_config_is_shown_and_saved(tmp_path):
 
 
 def test_gradient_accumulation_needs_no_plus(tmp_path):
-    run_cli("train.py", "debug=fast_dev_run", *TINY, "trainer.accumulate_grad_batches=2", f"hydra.run.dir={tmp_path}")
+    """trainer.accumulate_grad_batches used to need a leading + (it was not in the trainer config)."""
+    proc = run_cli(
+        "train.py", "debug=fast_dev_run", *TINY, "trainer.accumulate_grad_batches=2", f"hydra.run.dir={tmp_path}",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "accumulate_grad_batches: 2" in (tmp_path / "config_tree.txt").read_text()
