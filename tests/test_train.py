@@ -279,3 +279,20 @@ def test_gradient_accumulation_needs_no_plus(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "accumulate_grad_batches: 2" in (tmp_path / "config_tree.txt").read_text()
+
+
+@pytest.mark.parametrize("logger", ["csv", "many"])
+def test_any_logger_gets_the_evaluation(tmp_path, logger):
+    """Metrics go through Lightning's logger API, so a CSV logger (which takes no images) works
+    and receives top-1 per strategy and resolution; TensorBoard also gets the plot."""
+    import csv
+
+    run_cli(
+        "train.py", *TINY, f"logger={logger}", "trainer.max_epochs=1", "eval.resolutions=[32,48]",
+        "eval.strategies=[extrapolate]", "eval.logn=[false]", f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    top1 = {int(r["step"]): float(r["eval_top1/extrapolate"]) for r in rows if r.get("eval_top1/extrapolate")}
+    expected = {m["resolution"]: m["top1"] for m in read_results(tmp_path)["metrics"]}
+    assert top1 == pytest.approx(expected)
+    assert (tmp_path / "tb").is_dir() == (logger == "many")

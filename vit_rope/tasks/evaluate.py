@@ -112,6 +112,8 @@ def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: An
         diagnostics_images=int(ev.get("diagnostics_images", 64)),
         batch_size=ev.get("batch_size"),
     )
+    for lg in loggers:  # file-based loggers (CSV) write what they buffered
+        lg.save()
     run = run_info(cfg, datamodule, module.model, eval_mode(datamodule, ev.mode))
     if trainer.is_global_zero:
         out = output_dir()
