@@ -9,6 +9,7 @@ A strategy says how positions behave on a grid other than the training grid:
 | ``ntk``         | rotary base raised to ``base * s^(d_a/(d_a-2))``                  |
 | ``yarn``        | per-pair blend of interpolation and extrapolation by wavelength, plus a temperature |
 | ``logn``        | attention logits times ``log N' / log N`` (combines with any of the above) |
+| ``window``      | each query attends within the training grid's extent around it (combines with any) |
 
 Temperature: YaRN's temperature and log-n both correct the attention entropy for more tokens,
 so they never multiply. With ``logn`` on, the logit multiplier is the log-n factor alone, for
@@ -181,3 +182,28 @@ def logn_attention_factor(num_tokens: int, train_tokens: int) -> float:
     if num_tokens == train_tokens or train_tokens <= 1:
         return 1.0
     return math.log(num_tokens) / math.log(train_tokens)
+
+
+def local_window_mask(
+    grid: tuple[int, ...], train_grid: tuple[int, ...], num_prefix_tokens: int
+) -> torch.Tensor | None:
+    """Local attention for extrapolation (Su): each grid query attends only to grid keys within
+    the training grid's extent around it, ``|dy| <= H_train - 1`` and ``|dx| <= W_train - 1``
+    (``|i - j| <= L_train - 1`` for text): exactly the offsets it met in training, so at the
+    training size nothing changes and on a larger grid no query meets an unseen distance. Prefix
+    tokens (class token, registers) see everything and everyone sees them.
+
+    Returns:
+        ``(N, N)`` boolean mask (True attends), or ``None`` where the window holds the whole grid.
+    """
+    if all(g <= t for g, t in zip(grid, train_grid, strict=True)):
+        return None  # every offset on this grid is inside the window
+    axes = [torch.arange(g) for g in grid]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(grid))  # raster order
+    diff = (coords[:, None, :] - coords[None, :, :]).abs()  # (N, N, a)
+    reach = torch.tensor([t - 1 for t in train_grid])
+    inside = (diff <= reach).all(-1)
+    n = inside.shape[0] + num_prefix_tokens
+    mask = torch.ones(n, n, dtype=torch.bool)
+    mask[num_prefix_tokens:, num_prefix_tokens:] = inside
+    return mask

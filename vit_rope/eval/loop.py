@@ -46,19 +46,24 @@ def check_eval_settings(model: Any, resolutions: Sequence[int], strategies: Sequ
             check_divisible("eval.resolutions entry", int(r), model.patch_size, "the patch size")
 
 
-def cell_key(model: Any, train_resolution: int, resolution: int, strategy: str, logn: bool) -> tuple:
+def cell_key(
+    model: Any, train_resolution: int, resolution: int, strategy: str, logn: bool, window: bool = False
+) -> tuple:
     """Cells with the same key give the same numbers by definition, so each key is computed once:
     every strategy at the training resolution (each is the identity there, and so is log-n); a
     learned table's ``interpolate``, which is its resampled ``extrapolate``; and the ``logn``
-    flag of a model that applies log-n always (``logn_attention``)."""
+    flag of a model that applies log-n always (``logn_attention``); and the local window on a
+    grid no larger than the training grid, where it masks nothing."""
     if resolution == train_resolution:
         return (resolution,)
+    if resolution < train_resolution:
+        window = False
     pos = getattr(model, "pos", None)
     if pos is not None and pos.rotary is None and pos.absolute == "learned":
         strategy = "extrapolate"
     if getattr(getattr(model, "cfg", None), "logn_attention", False):
         logn = True
-    return (resolution, strategy, logn)
+    return (resolution, strategy, logn, window)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -100,6 +105,7 @@ def evaluate(
     diagnostics_images: int = 64,
     batch_size: int | None = None,
     cache_bytes: int = 2 << 30,
+    window: Sequence[bool] = (False,),
 ) -> list[dict]:
     """Accuracy of ``module`` at each resolution x strategy x logn.
 
@@ -119,6 +125,8 @@ def evaluate(
             of each cell run on; 0 records none (the rows' ``attention`` is then ``null``).
         batch_size: Evaluation batch size; ``None`` takes the data module's.
         cache_bytes: Most memory that one resolution's decoded samples may take; 0 streams.
+        window: Run each cell without (False) and/or with (True) local attention within the
+            training grid's extent; rows with it carry ``"window": true``.
 
     Returns:
         Metric rows of ``results.json`` (:mod:`vit_rope.eval.results`).
@@ -134,13 +142,17 @@ def evaluate(
     done: dict[tuple, dict] = {}
     show = trainer.is_global_zero and not os.environ.get("VIT_ROPE_NO_PROGRESS")
     with Progress(disable=not show, transient=False) as progress:
-        task = progress.add_task("evaluating", total=len(strategies) * len(logn) * len(resolutions))
+        combos = [(st, bool(g), bool(w)) for st in strategies for g in logn for w in window]
+        task = progress.add_task("evaluating", total=len(combos) * len(resolutions))
         for res in resolutions:
             loader = None
-            for strategy, use_logn in ((s, bool(g)) for s in strategies for g in logn):
-                progress.update(task, description=f"{strategy}{'+logn' if use_logn else ''} @ {res}")
+            for strategy, use_logn, use_window in combos:
+                label = f"{strategy}{'+logn' if use_logn else ''}{'+window' if use_window else ''}"
+                progress.update(task, description=f"{label} @ {res}")
                 row = {"resolution": res, "strategy": strategy, "logn": use_logn, "mode": mode}
-                key = cell_key(model, train_res, res, strategy, use_logn)
+                if use_window:
+                    row["window"] = True
+                key = cell_key(model, train_res, res, strategy, use_logn, use_window)
                 if not model.strategy_applies(strategy):
                     row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a", attention=None)
                 elif key in done:
@@ -151,7 +163,7 @@ def evaluate(
                         loader = _decoded_once(
                             datamodule.eval_dataloader(res, mode=mode, **kwargs), trainer, cache_bytes
                         )
-                    with model.use_strategy(strategy, logn=use_logn):
+                    with model.use_strategy(strategy, logn=use_logn, window=use_window):
                         out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
                         attention = _diagnostics(model, datamodule, trainer, res, mode, diagnostics_images)
                     done[key] = dict(
@@ -163,7 +175,7 @@ def evaluate(
                     )
                     row.update(done[key])
                 if row.get("top1") is not None:
-                    _log(loggers, row, strategy, use_logn, res)
+                    _log(loggers, row, strategy + ("_window" if use_window else ""), use_logn, res)
                 rows.append(row)
                 progress.advance(task)
     add_retention(rows, train_res)

@@ -12,7 +12,8 @@ clear error, and Hydra's ``.hydra/`` folder either way. ``results.json`` is::
                  ...]}
 
 ``top1``/``top5`` are in percent; ``retention`` is top-1 divided by top-1 at the training
-resolution with the same strategy and logn. ``attention`` (optional; files written before it
+resolution with the same strategy and logn. A row evaluated with local attention
+(``eval.window``) carries ``"window": true``. ``attention`` (optional; files written before it
 existed lack it) holds the attention diagnostics of :mod:`vit_rope.eval.diagnostics`, one value
 per layer, over the first ``eval.diagnostics_images`` validation samples: ``entropy`` is the
 mean attention entropy of the grid queries divided by ``log N`` (in [0, 1]), ``distance`` the
@@ -70,12 +71,12 @@ def write_results(path: str | Path, run: dict, metrics: list[dict]) -> Path:
 def add_retention(rows: list[dict], train_resolution: int) -> None:
     """Set ``retention`` = top-1 / top-1 at the training resolution with the same strategy and logn."""
     base = {
-        (r["strategy"], r["logn"]): r["top1"]
+        (r["strategy"], r["logn"], r.get("window", False)): r["top1"]
         for r in rows
         if r["resolution"] == train_resolution and r["top1"] is not None
     }
     for r in rows:
-        ref = base.get((r["strategy"], r["logn"]))
+        ref = base.get((r["strategy"], r["logn"], r.get("window", False)))
         r["retention"] = None if r["top1"] is None or not ref else round(r["top1"] / ref, 4)
 
 

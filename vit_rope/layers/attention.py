@@ -53,7 +53,14 @@ class Attention(nn.Module):
         # callable(q, k, scale[, attn_mask]) while they record; None: the plain SDPA forward.
         self.probe: Callable[..., None] | None = None
 
-    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: RotaryTables | None = None,
+        logit_scale: float = 1.0,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``attn_mask``: optional ``(N, N)`` boolean mask, True where a query may attend."""
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
         if rope is not None and rope.basis is not None:
@@ -67,11 +74,12 @@ class Attention(nn.Module):
                 apply_rotary(qkv[:2], rope.cos, rope.sin, rope.layout, inplace=True)
             q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         if self.probe is not None:
-            self.probe(q, k, self.scale * logit_scale)
+            self.probe(q, k, self.scale * logit_scale, attn_mask)
         x = F.scaled_dot_product_attention(
             q,
             k,
             v,
+            attn_mask=attn_mask,
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=self.scale * logit_scale,
         )  # (B, h, N, hd)
@@ -105,7 +113,13 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None, logit_scale: float = 1.0) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), rope, logit_scale)))
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: RotaryTables | None = None,
+        logit_scale: float = 1.0,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), rope, logit_scale, attn_mask)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x

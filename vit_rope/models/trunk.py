@@ -18,7 +18,7 @@ from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from vit_rope.errors import ConfigError, PositionConfigError, check_choice, check_range
-from vit_rope.extrapolate import check_strategy, logn_attention_factor
+from vit_rope.extrapolate import check_strategy, local_window_mask, logn_attention_factor
 from vit_rope.layers.abs_pos import LearnedPosEmbed
 from vit_rope.layers.attention import Block
 from vit_rope.models.encodings import PosEmbedConfig
@@ -110,6 +110,8 @@ class Transformer(nn.Module):
         self.head_dim = cfg.head_dim
         self.strategy = "extrapolate"
         self.logn = False
+        self.window = False
+        self._masks: dict[tuple, torch.Tensor | None] = {}
 
         D = cfg.embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
@@ -161,25 +163,26 @@ class Transformer(nn.Module):
         """False where ``strategy`` does not apply to this encoding (the result is n/a)."""
         return self.pos.strategy_applies(strategy)
 
-    def set_strategy(self, strategy: str = "extrapolate", logn: bool = False) -> None:
+    def set_strategy(self, strategy: str = "extrapolate", logn: bool = False, window: bool = False) -> None:
         """Select how positions behave on grids other than the training grid; a strategy that
-        does not apply is refused, never replaced by another."""
+        does not apply is refused, never replaced by another. ``window``: local attention within
+        the training grid's extent (:func:`vit_rope.extrapolate.local_window_mask`)."""
         check_strategy(strategy)
         if not self.strategy_applies(strategy):
             raise PositionConfigError(
                 f"Strategy '{strategy}' does not apply to pos_embed={self.encoding_name}; "
                 "record it as n/a or choose another strategy."
             )
-        self.strategy, self.logn = strategy, bool(logn)
+        self.strategy, self.logn, self.window = strategy, bool(logn), bool(window)
         for part in (self.rope, self.abs_pos):
             if hasattr(part, "set_strategy"):
                 part.set_strategy(strategy)
 
     @contextlib.contextmanager
-    def use_strategy(self, strategy: str = "extrapolate", logn: bool = False) -> Iterator[None]:
+    def use_strategy(self, strategy: str = "extrapolate", logn: bool = False, window: bool = False) -> Iterator[None]:
         """``with model.use_strategy("ntk", logn=True): ...`` restores the previous one after."""
-        before = (self.strategy, self.logn)
-        self.set_strategy(strategy, logn)
+        before = (self.strategy, self.logn, self.window)
+        self.set_strategy(strategy, logn, window)
         try:
             yield
         finally:
@@ -191,6 +194,16 @@ class Transformer(nn.Module):
         if self.logn or self.cfg.logn_attention:
             return logn_attention_factor(math.prod(grid), math.prod(self.train_grid))
         return self.rope.attention_factor(grid) if self.rope is not None else 1.0
+
+    def attention_mask(self, grid: Sequence[int], device: torch.device) -> torch.Tensor | None:
+        """The local-window mask for ``grid`` when the window is on (built once per grid), else None."""
+        if not self.window:
+            return None
+        key = (tuple(grid), device)
+        if key not in self._masks:
+            mask = local_window_mask(tuple(grid), self.train_grid, self.num_prefix_tokens)
+            self._masks[key] = None if mask is None else mask.to(device)
+        return self._masks[key]
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -212,9 +225,10 @@ class Transformer(nn.Module):
         learned = self.rope is not None and self.rope.learned
         rope = self.rope.angles(grid) if learned else self.rope(grid) if self.rope is not None else None
         basis = self.rope.basis() if learned else None
+        mask = self.attention_mask(grid, x.device)
         for i, blk in enumerate(self.blocks):
             tables = self.rope.layer_tables(rope, i, basis) if learned else rope
-            x = blk(x, tables, logit_scale)
+            x = blk(x, tables, logit_scale, mask)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

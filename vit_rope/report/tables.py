@@ -184,7 +184,8 @@ def comparison_tables(runs: Sequence[RunResult]) -> list[Table]:
         table = tables.setdefault(key, Table(r.group, r.unit, defaultdict(lambda: defaultdict(list)), []))
         table.seeds.append(r.run.get("seed"))
         for m in r.metrics:
-            cell_key = (labels[r.run_dir], m["strategy"], m["logn"])
+            strategy = m["strategy"] + ("+window" if m.get("window") else "")
+            cell_key = (labels[r.run_dir], strategy, m["logn"])
             table.cells[cell_key][m["resolution"]].append((m["top1"], m.get("note") or ""))
             ent, dist = (layer_mean(m.get("attention"), key) for key in ATTENTION_KEYS)
             if ent is not None and dist is not None:

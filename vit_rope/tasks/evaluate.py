@@ -111,6 +111,7 @@ def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: An
         loggers=loggers if trainer.is_global_zero else (),
         diagnostics_images=int(ev.get("diagnostics_images", 64)),
         batch_size=ev.get("batch_size"),
+        window=list(ev.get("window", [False])),
     )
     for lg in loggers:  # file-based loggers (CSV) write what they buffered
         lg.save()

@@ -78,6 +78,9 @@ def train(cfg: DictConfig) -> dict:
         check_eval_settings(module.model, resolutions, list(cfg.eval.strategies))
         check_range("eval.diagnostics_images", cfg.eval.get("diagnostics_images", 64), 0, integer=True)
         check_range("eval.batch_size", cfg.eval.get("batch_size"), 1, integer=True, optional=True)
+        for w in cfg.eval.get("window", [False]):
+            if not isinstance(w, bool):
+                raise ConfigError(f"eval.window entry {w!r} is not true or false; use eval.window=[false,true].")
     if ckpt is not None:
         load_weights(module, ckpt)  # refuses a checkpoint of another model in one sentence
     n_params = sum(p.numel() for p in module.model.parameters())
