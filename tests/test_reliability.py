@@ -223,6 +223,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert b["metrics"][0]["loss"] == pytest.approx(a["metrics"][0]["loss"], abs=1e-5)
     # what the killed run wrote is still there
     assert last.is_file() and sorted(p.name for p in (killed / "tb").rglob("events.*")) == events_before
+    # the identical command again, in the killed run's own directory (a requeued job): resume=auto
+    requeued = run_cli("train.py", *common, f"hydra.run.dir={killed}")
+    assert "Resuming the interrupted run" in requeued.stdout
+    c = read_results(killed)
+    assert [m["top1"] for m in c["metrics"]] == pytest.approx([m["top1"] for m in a["metrics"]], abs=1e-6)
+    assert c["metrics"][0]["loss"] == pytest.approx(a["metrics"][0]["loss"], abs=1e-5)
 
 
 # -- settings out of range end before anything is built ----------------------------------------
@@ -279,3 +285,16 @@ def test_training_with_the_progress_bar_off(tmp_path):
     assert "trainer.enable_progress_bar=false" in args
     proc = run_cli("train.py", *args, f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_resume_auto_refuses_a_checkpoint_of_another_config(tmp_path):
+    """A run dir cut off before its results (here: evaluate=false) resumes automatically, but only
+    with the model it was trained with; another encoding ends in one sentence, nothing lost."""
+    run_cli("train.py", *TINY, "trainer.max_epochs=1", "evaluate=false", f"hydra.run.dir={tmp_path}")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    proc = run_cli("train.py", *TINY, "pos_embed=ape", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(proc, f"Checkpoint '{last}' does not match the model config", "use the same model, pos_embed")
+    assert last.read_bytes() == before
+    never = run_cli("train.py", *TINY, "resume=never", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(never, f"Run directory '{tmp_path}' already holds last.ckpt")

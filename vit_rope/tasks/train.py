@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from vit_rope.config import build_dataclass, plain
-from vit_rope.errors import ConfigError, check_range
+from vit_rope.errors import ConfigError, check_choice, check_range
 from vit_rope.eval.loop import check_eval_settings
 from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_text
 from vit_rope.lit_module import OptimConfig
@@ -26,6 +26,17 @@ def _guard_output_dir(out: Path, resuming: bool) -> None:
             f"Run directory '{out}' already holds {taken[0].name}; choose a new hydra.run.dir "
             f"or resume with ckpt_path={out}."
         )
+
+
+def _requeued_checkpoint(out: Path, resume: str) -> str | None:
+    """With ``resume=auto``, the same command run again in a run directory whose training was
+    cut off (a preempted or requeued job: ``last.ckpt``, no results.json) continues from it."""
+    check_choice("resume", resume, ("auto", "never"))
+    last = out / "checkpoints" / "last.ckpt"
+    if resume == "auto" and last.is_file() and not (out / RESULTS_FILE).exists():
+        print(f"Resuming the interrupted run in {out} from {last.name} (resume=auto).")
+        return str(last)
+    return None
 
 
 def show_config(cfg: DictConfig, out: Path) -> None:
@@ -65,7 +76,7 @@ def train(cfg: DictConfig) -> dict:
     build_dataclass(OptimConfig, cfg.optim, "optim")
     check_trainer(cfg.trainer)
     out = output_dir()
-    ckpt = resolve_checkpoint(cfg.get("ckpt_path"))
+    ckpt = resolve_checkpoint(cfg.get("ckpt_path")) or _requeued_checkpoint(out, cfg.get("resume", "auto"))
     _guard_output_dir(out, resuming=ckpt is not None)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
