@@ -296,3 +296,32 @@ def test_any_logger_gets_the_evaluation(tmp_path, logger):
     expected = {m["resolution"]: m["top1"] for m in read_results(tmp_path)["metrics"]}
     assert top1 == pytest.approx(expected)
     assert (tmp_path / "tb").is_dir() == (logger == "many")
+
+
+def test_the_wheel_ships_the_configs_and_trains_outside_the_checkout(tmp_path):
+    """`pip install .` (not editable) must work from any directory: conf/ is in the wheel, and the
+    console script's entry point trains with it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    wheel_dir, site, elsewhere = tmp_path / "wheel", tmp_path / "site", tmp_path / "elsewhere"
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheel_dir, ROOT], check=True)
+    (wheel,) = wheel_dir.glob("vit_rope-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.split("vit_rope/conf/")[1] for n in names if n.startswith("vit_rope/conf/") and n.endswith(".yaml")}
+    assert shipped == {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*.yaml")}
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "vit-rope-train = vit_rope.cli:train_main" in zipfile.ZipFile(wheel).read(entry).decode()
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True)
+    elsewhere.mkdir()
+    code = "import sys, vit_rope; print(vit_rope.__file__); from vit_rope.cli import train_main; train_main()"
+    args = ["debug=fast_dev_run", *TINY, f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(site), "VIT_ROPE_NO_PROGRESS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0].startswith(str(site))  # the installed copy, not the checkout
+    assert (tmp_path / "run" / "config_tree.txt").is_file()
