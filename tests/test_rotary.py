@@ -118,7 +118,7 @@ def test_timm_parity_axial_rotation():
     q = torch.randn(2, 3, H * W, D)
     expected = apply_rot_embed_cat(q, emb)
     ours = make_rotary("axial", D, 3, 1, (H, W), num_prefix_tokens=0)
-    cos, sin, _ = ours((H, W))
+    cos, sin, *_ = ours((H, W))
     got = apply_rotary(q, cos, sin)
     err = (got - expected).abs().max().item()
     assert err < 1e-5, err
@@ -138,7 +138,7 @@ def test_timm_parity_mixed_rotation():
     q = torch.randn(2, heads, H * W, D)
     for layer in range(depth):
         expected = apply_rot_embed_cat(q, emb[layer])
-        cos, sin, _ = ours.layer_tables(angles, layer)
+        cos, sin, *_ = ours.layer_tables(angles, layer)
         got = apply_rotary(q, cos, sin)
         assert (got - expected).abs().max().item() < 1e-5
 
@@ -153,7 +153,7 @@ def test_mixed_init_second_half_orthogonal():
 
 def test_prefix_tokens_are_not_rotated():
     rope = make_rotary("axial", D, 1, 1, (4, 4), num_prefix_tokens=2)
-    cos, sin, _ = rope((4, 4))
+    cos, sin, *_ = rope((4, 4))
     q = torch.randn(1, 1, 18, D)
     out = apply_rotary(q, cos, sin)
     assert torch.equal(out[:, :, :2], q[:, :, :2])
@@ -193,7 +193,7 @@ def test_normalized_coords_match_timm_dinov3(shape):
         torch.manual_seed(3)
         expected = apply_rot_embed_cat(q, timm_rope.get_embed((H, W)))
         torch.manual_seed(3)
-        cos, sin, _ = ours((H, W))
+        cos, sin, *_ = ours((H, W))
         err = (apply_rotary(q, cos, sin) - expected).abs().max().item()
         assert err < 1e-4, (training, err)
 
@@ -213,7 +213,7 @@ def test_spiral_frequencies_keep_axial_magnitudes_along_spread_directions():
 
 def test_spiral_rope_keeps_the_relative_position_identity():
     rope = make_rotary("spiral", D, 2, 1, (5, 6), num_prefix_tokens=0)
-    cos, sin, _ = rope((5, 6))  # (h, N, d/2)
+    cos, sin, *_ = rope((5, 6))  # (h, N, d/2)
     q, k = torch.randn(2, 1, D), torch.randn(2, 1, D)
     qs = apply_rotary(q.expand(2, 30, D), cos, sin)
     ks = apply_rotary(k.expand(2, 30, D), cos, sin)

@@ -39,8 +39,8 @@ def test_text_rope1d_and_vit_rope_axial_share_the_rotary_core():
     text.rope._cache.clear()
     text.blocks.load_state_dict(vit.blocks.state_dict())
     tables_v, tables_t = vit.rope((1, n)), text.rope((n,))
-    cos_v, sin_v, _ = tables_v
-    cos_t, sin_t, _ = tables_t
+    cos_v, sin_v, *_ = tables_v
+    cos_t, sin_t, *_ = tables_t
     assert torch.equal(cos_v, cos_t) and torch.equal(sin_v, sin_t)
 
     tokens = torch.randn(2, n + 1, dim)  # CLS + N tokens, as after the embedding
