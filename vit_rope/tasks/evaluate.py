@@ -32,8 +32,9 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ClassificationModule:
     return ClassificationModule(net, optim, compile=bool(cfg.get("compile", False)))
 
 
-def load_weights(module: ClassificationModule, ckpt: str) -> None:
-    """Load a checkpoint's weights; a file that is unreadable or does not fit the model ends in one sentence."""
+def checked_state(module: ClassificationModule, ckpt: str) -> dict:
+    """A checkpoint's weights, checked against the model; a file that is unreadable or does not
+    fit the model ends in one sentence."""
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     except Exception as err:  # noqa: BLE001  any unreadable file gets the same clear message
@@ -41,7 +42,12 @@ def load_weights(module: ClassificationModule, ckpt: str) -> None:
             f"Checkpoint '{ckpt}' cannot be read ({type(err).__name__}); give a .ckpt file from train.py."
         ) from None
     check_state_matches(module, state, ckpt)
-    module.load_state_dict(state, strict=True)
+    return state
+
+
+def load_weights(module: ClassificationModule, ckpt: str) -> None:
+    """Load a checkpoint's weights into ``module`` (checked first, see :func:`checked_state`)."""
+    module.load_state_dict(checked_state(module, ckpt), strict=True)
 
 
 def check_state_matches(module: ClassificationModule, state: dict, ckpt: str) -> None:

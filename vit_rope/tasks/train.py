@@ -15,7 +15,7 @@ from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_t
 from vit_rope.lit_module import OptimConfig
 from vit_rope.models import build_model_config, build_pos_embed
 from vit_rope.tasks.common import check_trainer, instantiate_all, instantiate_group, output_dir
-from vit_rope.tasks.evaluate import build_module, load_weights, resolve_checkpoint, run_evaluation
+from vit_rope.tasks.evaluate import build_module, checked_state, resolve_checkpoint, run_evaluation
 
 
 def _guard_output_dir(out: Path, resuming: bool) -> None:
@@ -93,7 +93,7 @@ def train(cfg: DictConfig) -> dict:
             if not isinstance(w, bool):
                 raise ConfigError(f"eval.window entry {w!r} is not true or false; use eval.window=[false,true].")
     if ckpt is not None:
-        load_weights(module, ckpt)  # refuses a checkpoint of another model in one sentence
+        checked_state(module, ckpt)  # refuses a checkpoint of another model; Trainer.fit loads it
     n_params = sum(p.numel() for p in module.model.parameters())
     print(f"{cfg.model.name} + {cfg.pos_embed.name}: {n_params / 1e6:.2f}M parameters")
 
