@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from vit_rope.errors import ConfigError
+from vit_rope.eval.results import add_retention
 from vit_rope.report.callback import ComparisonCallback
 from vit_rope.report.collect import collect_runs
 from vit_rope.report.plot import comparison_figure
@@ -54,6 +55,8 @@ def make_job(
 
 
 def results(pos_embed: str, metrics: list[dict], seed: int = 0) -> dict:
+    """A results.json of ``metrics``, their retention computed as the evaluation does."""
+    add_retention(metrics, TRAIN_RES)
     run = {"pos_embed": pos_embed, "model": "vit_micro", "data": "shapes", "mode": "zoom",
            "train_resolution": TRAIN_RES, "seed": seed, "overrides": [f"pos_embed={pos_embed}", f"seed={seed}"]}  # fmt: skip
     return {"run": run, "metrics": metrics}
@@ -64,13 +67,18 @@ def sweep(tmp_path: Path) -> Path:
     """rope_axial (every strategy, logn on and off), sincos (ntk/yarn n/a), one failed and one unfinished job."""
     sweep = tmp_path / "multirun" / "2026-11-23" / "10-00-00"
     rope = [
-        metric(r, s, logn, 90.0 - (r - TRAIN_RES) / 4 + (3.0 if logn else 0.0))
+        metric(r, s, logn, 90.0 - (r - TRAIN_RES) / 4 * (1 + 0.1 * i) + (3.0 if logn else 0.0))
         for r in RESOLUTIONS
-        for s in ("extrapolate", "interpolate", "ntk", "yarn")
+        for i, s in enumerate(("extrapolate", "interpolate", "ntk", "yarn"))
         for logn in (False, True)
     ]
     sincos = [
-        metric(r, s, False, None if s in ("ntk", "yarn") else 80.0 - (r - TRAIN_RES) / 2)
+        metric(
+            r,
+            s,
+            False,
+            None if s in ("ntk", "yarn") else 80.0 - (r - TRAIN_RES) / 2 * (1.25 if s == "interpolate" else 1),
+        )
         for r in RESOLUTIONS
         for s in ("extrapolate", "interpolate", "ntk", "yarn")
     ]
@@ -133,12 +141,15 @@ def test_write_comparison(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     assert labels[:3] == [("sincos", "extrapolate"), ("rope_axial", "extrapolate"), ("rope_axial", "extrapolate+logn")]
     assert labels[-1] == ("rope_axial", "yarn+logn")
     assert "Top-1 accuracy (%) at each test resolution (pixels);" in md
-    assert "| encoding | strategy | 32 (train) | 48 | 64 |" in md
+    assert "| encoding | strategy | 32 (train) | 48 | 64 | retention 64 |" in md
+    assert "Retention: top-1 at 64 over top-1 at the training resolution (same strategy)." in md
     cells = {(r[0], r[1]): r[2:] for r in body}
-    assert cells[("sincos", "ntk")] == ["n/a"] * 3 and cells[("sincos", "yarn")] == ["n/a"] * 3
-    assert cells[("rope_axial", "extrapolate")] == ["90.0", "86.0", "82.0"]
-    assert cells[("rope_axial", "extrapolate+logn")] == ["93.0", "89.0", "85.0"]
-    assert cells[("sincos", "interpolate")] == ["80.0", "72.0", "64.0"]
+    assert cells[("sincos", "ntk")] == ["n/a"] * 4 and cells[("sincos", "yarn")] == ["n/a"] * 4
+    assert cells[("rope_axial", "extrapolate")] == ["90.0", "86.0", "82.0", f"{82 / 90:.2f}"]
+    assert cells[("rope_axial", "extrapolate+logn")] == ["93.0", "89.0", "85.0", f"{85 / 93:.2f}"]
+    assert cells[("rope_axial", "yarn")] == ["90.0", "84.8", "79.6", f"{79.6 / 90:.2f}"]
+    assert cells[("sincos", "extrapolate")] == ["80.0", "72.0", "64.0", "0.80"]
+    assert cells[("sincos", "interpolate")] == ["80.0", "70.0", "60.0", "0.75"]
     assert "±" not in md
     failures = md.split("## Failed or unfinished runs (2)")[1]
     assert "`2_ape` **failed**: `pos_embed=ape data.img_size=30`: Image size 30 is not divisible" in failures
@@ -151,25 +162,69 @@ def test_write_comparison(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     assert "rope_axial" in capsys.readouterr().out  # the table went to the terminal
 
 
+def lines_of(ax) -> dict:
+    """The drawn lines of one panel by label (an errorbar container's first artist is its line)."""
+    return {c.get_label(): c[0] for c in ax.containers}
+
+
 def test_comparison_figure(sweep: Path) -> None:
-    """One panel for the one table: a line per drawable row, n/a rows left out, the training resolution marked."""
+    """One panel per strategy with a shared y axis: a line per encoding and logn, n/a rows left
+    out, colours by encoding, dashes for log-n, the training resolution marked."""
     fig = comparison_figure(collect_runs(sweep))
-    (ax,) = fig.axes
-    assert ax.get_title() == "shapes · vit_micro · zoom mode, trained at 32"
-    assert ax.get_xlabel() == "test resolution (pixels)"
-    assert list(ax.get_xticks()) == [32, 48, 64]
-    lines = {c.get_label(): c[0] for c in ax.containers}
-    expected = {
-        f"rope_axial · {s}{suffix}" for s in ("extrapolate", "interpolate", "ntk", "yarn") for suffix in ("", "+logn")
-    }
-    expected |= {"sincos · extrapolate", "sincos · interpolate"}  # ntk and yarn are n/a for sincos
-    assert set(lines) == expected
-    assert lines["rope_axial · ntk+logn"].get_linestyle() == "--"
-    assert lines["rope_axial · ntk"].get_linestyle() == "-"
-    assert list(lines["sincos · interpolate"].get_ydata()) == [80.0, 72.0, 64.0]
-    assert lines["rope_axial · extrapolate"].get_color() != lines["sincos · extrapolate"].get_color()
-    (train_line,) = [ln for ln in ax.get_lines() if ln.get_label() == "training resolution (32)"]
+    assert [ax.get_title() for ax in fig.axes] == ["extrapolate", "interpolate", "ntk", "yarn"]
+    assert fig.subfigs[0].get_suptitle() == "shapes · vit_micro · zoom mode, trained at 32"
+    first = fig.axes[0]
+    assert all(first.get_shared_y_axes().joined(first, ax) for ax in fig.axes[1:])
+    assert first.get_xlabel() == "test resolution (pixels)"
+    assert list(first.get_xticks()) == [32, 48, 64]
+    panels = {ax.get_title(): lines_of(ax) for ax in fig.axes}
+    both = {"rope_axial · {}", "rope_axial · {}+logn"}
+    for strategy in ("extrapolate", "interpolate"):
+        assert set(panels[strategy]) == {f.format(strategy) for f in both} | {f"sincos · {strategy}"}
+    for strategy in ("ntk", "yarn"):  # n/a for sincos
+        assert set(panels[strategy]) == {f.format(strategy) for f in both}
+    assert panels["ntk"]["rope_axial · ntk+logn"].get_linestyle() == "--"
+    assert panels["ntk"]["rope_axial · ntk"].get_linestyle() == "-"
+    assert list(panels["interpolate"]["sincos · interpolate"].get_ydata()) == [80.0, 70.0, 60.0]
+    assert list(panels["yarn"]["rope_axial · yarn"].get_ydata()) == pytest.approx([90.0, 84.8, 79.6])
+    rope_colour = panels["extrapolate"]["rope_axial · extrapolate"].get_color()
+    assert rope_colour != panels["extrapolate"]["sincos · extrapolate"].get_color()
+    assert rope_colour == panels["yarn"]["rope_axial · yarn+logn"].get_color()  # colour is the encoding
+    (train_line,) = [ln for ln in first.get_lines() if ln.get_label() == "training resolution (32)"]
     assert list(train_line.get_xdata()) == [32, 32]
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert legend == ["sincos", "rope_axial", "log-n off", "+logn"]
+
+
+def test_identical_rows_are_drawn_once(tmp_path: Path) -> None:
+    """APE's interpolate is its resampled extrapolate (the evaluation computes it once): its line
+    is drawn in the extrapolate panel only, and the interpolate panel names it; an encoding whose
+    interpolate differs keeps both lines."""
+
+    def run(name: str, drop: float, interp_drop: float, logn_same: bool) -> list[dict]:
+        rows = []
+        for r in RESOLUTIONS:
+            for s, d in (("extrapolate", drop), ("interpolate", interp_drop)):
+                for logn in (False, True):
+                    top1 = 90.0 - (r - TRAIN_RES) * d + (0.0 if logn_same or not logn else 1.0)
+                    rows.append(metric(r, s, logn, top1) | {"loss": round(top1 / 100, 6)})
+        return rows
+
+    make_job(tmp_path, "0_ape", ["pos_embed=ape"], results("ape", run("ape", 0.5, 0.5, logn_same=False)))
+    make_job(tmp_path, "1_rope", ["pos_embed=rope_axial"], results("rope_axial", run("rope", 0.2, 0.3, True)))
+    fig = comparison_figure(collect_runs(tmp_path))
+    extrapolate, interpolate = fig.axes
+    assert (extrapolate.get_title(), interpolate.get_title()) == ("extrapolate", "interpolate")
+    assert extrapolate.get_shared_y_axes().joined(extrapolate, interpolate)
+    assert set(lines_of(extrapolate)) == {"ape · extrapolate", "ape · extrapolate+logn", "rope_axial · extrapolate"}
+    assert set(lines_of(interpolate)) == {"rope_axial · interpolate"}
+    every = [line for ax in fig.axes for line in lines_of(ax).values()]
+    curves = [(line.get_color(), line.get_linestyle(), tuple(line.get_ydata())) for line in every]
+    assert len(curves) == len(set(curves)) == 4  # no line drawn twice
+    notes = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "ape interpolate = extrapolate" in notes and "ape interpolate+logn = extrapolate+logn" in notes
+    assert "rope_axial extrapolate+logn = extrapolate" in notes  # log-n changed nothing: one line
+    assert "rope_axial interpolate" not in notes.replace("rope_axial interpolate+logn", "")
 
 
 @pytest.mark.parametrize(
@@ -197,7 +252,7 @@ def test_text_run_axis_in_tokens(tmp_path: Path, data: str, unit: str | None, ex
     md = write_comparison(tmp_path, echo=False)["md"].read_text()
     (caption,) = [ln for ln in md.splitlines() if ln.startswith("Top-1 accuracy")]
     assert f"({expected})" in caption and other not in caption
-    assert "| encoding | strategy | 64 (train) | 128 | 256 |" in md
+    assert "| encoding | strategy | 64 (train) | 128 | 256 | retention 256 |" in md
 
 
 def test_seeds_are_averaged(tmp_path: Path) -> None:
@@ -205,8 +260,9 @@ def test_seeds_are_averaged(tmp_path: Path) -> None:
         m = [metric(TRAIN_RES, "extrapolate", False, top1), metric(64, "extrapolate", False, top1 - 10)]
         make_job(tmp_path, f"{seed}", ["pos_embed=rope_mixed", f"seed={seed}"], results("rope_mixed", m, seed=seed))
     md = write_comparison(tmp_path, out_dir=tmp_path / "report", echo=False)["md"].read_text()
-    # mean 82.0, sample std sqrt(((80-82)^2 + (84-82)^2) / 1) = 2.83
-    assert table_rows(md) == [["rope_mixed", "extrapolate", "82.0 ± 2.8", "72.0 ± 2.8"]]
+    # mean 82.0, sample std sqrt(((80-82)^2 + (84-82)^2) / 1) = 2.83; retention 70/80 and 74/84
+    retention = f"{(70 / 80 + 74 / 84) / 2:.2f} ± {abs(70 / 80 - 74 / 84) / 2**0.5:.2f}"
+    assert table_rows(md) == [["rope_mixed", "extrapolate", "82.0 ± 2.8", "72.0 ± 2.8", retention]]
     assert "mean ± std (sample std) over the 2 runs" in md and "seeds 0, 1" in md
     # the plot draws the same mean with the std as error bars
     (ax,) = comparison_figure(collect_runs(tmp_path)).axes
@@ -258,7 +314,7 @@ def test_attention_in_csv_and_plot(tmp_path: Path) -> None:
     """Rows with ``attention`` get its layer means in the CSV and a row of three panels in the
     plot (top-1, entropy, distance); n/a rows and old rows without the key stay empty."""
     rope = [
-        metric(r, s, False, 90.0 - r / 8) | {"attention": attention(r)}
+        metric(r, s, False, 90.0 - r / 8 - (r - TRAIN_RES) / 10 * (s == "yarn")) | {"attention": attention(r)}
         for r in RESOLUTIONS
         for s in ("extrapolate", "yarn")
     ]
@@ -278,16 +334,21 @@ def test_attention_in_csv_and_plot(tmp_path: Path) -> None:
                                                       ("sincos", "extrapolate"), ("sincos", "yarn")}  # fmt: skip
 
     fig = comparison_figure(collect_runs(tmp_path))
-    top1, entropy, distance = fig.axes
+    # rows top-1, entropy, distance; a column per strategy
+    (top1, top1_yarn), (entropy, entropy_yarn), (distance, _) = zip(fig.axes[::2], fig.axes[1::2], strict=True)
+    assert (top1.get_title(), top1_yarn.get_title()) == ("extrapolate", "yarn")
     assert top1.get_ylabel() == "top-1 accuracy (%)" and entropy.get_ylabel() == "entropy / log N"
-    assert distance.get_ylabel() == "distance (patches)"
-    lines = {c.get_label(): c[0] for c in entropy.containers}
-    assert set(lines) == {"rope_axial · extrapolate", "rope_axial · yarn"}  # sincos recorded none
-    assert list(lines["rope_axial · yarn"].get_ydata()) == pytest.approx([0.9 - r / 1000 - 0.05 for r in RESOLUTIONS])
-    dist = {c.get_label(): c[0] for c in distance.containers}["rope_axial · extrapolate"]
+    assert distance.get_ylabel() == "attention distance (patches)"
+    assert entropy.get_shared_y_axes().joined(entropy, entropy_yarn)
+    assert set(lines_of(entropy_yarn)) == {"rope_axial · yarn"}  # sincos recorded none
+    assert list(lines_of(entropy_yarn)["rope_axial · yarn"].get_ydata()) == pytest.approx(
+        [0.9 - r / 1000 - 0.05 for r in RESOLUTIONS]
+    )
+    dist = lines_of(distance)["rope_axial · extrapolate"]
     assert list(dist.get_ydata()) == pytest.approx([r / 16 + 0.5 for r in RESOLUTIONS])
-    assert len({c.get_label() for c in top1.containers}) == 3  # sincos yarn is n/a everywhere
-    assert distance.get_legend() is not None and top1.get_legend() is None
+    assert set(lines_of(top1)) == {"rope_axial · extrapolate", "sincos · extrapolate"}
+    assert set(lines_of(top1_yarn)) == {"rope_axial · yarn"}  # sincos yarn is n/a everywhere
+    assert top1_yarn.get_legend() is not None and top1.get_legend() is None
     with Image.open(paths["png"]) as im:
         im.verify()
 

@@ -8,12 +8,13 @@ next to the runs (or into ``out_dir``):
   failed or unfinished run; columns are ``CSV_COLUMNS``.
 - ``comparison.md``: one table per (data, model, mode, training resolution); rows are
   encoding and strategy, columns test resolutions (pixels, or tokens for sequence data),
-  cells top-1 in percent (mean ± std over runs that share a cell); then the list of failed
-  and unfinished runs.
-- ``comparison.png``: top-1 against resolution, one line per encoding and strategy, the
-  training resolution marked; when the runs recorded attention diagnostics, two more panels
-  per table: the mean attention entropy and distance (means over layers) against resolution.
-  The CSV has the same two means as ``attn_entropy`` and ``attn_distance``.
+  cells top-1 in percent (mean ± std over runs that share a cell), and the retention at the
+  largest resolution; then the list of failed and unfinished runs.
+- ``comparison.png``: top-1 against resolution, one panel per strategy with a shared y axis,
+  encodings as colours and log-n as a dashed line, rows that repeat another row's numbers drawn
+  once, the training resolution marked; when the runs recorded attention diagnostics, two more
+  rows of panels per table: the mean attention entropy and distance (means over layers)
+  against resolution. The CSV has the same two means as ``attn_entropy`` and ``attn_distance``.
 
 :class:`ComparisonCallback` does the same at the end of a Hydra multirun, and after each job.
 

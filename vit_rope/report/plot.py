@@ -1,16 +1,18 @@
-"""The comparison as a picture: top-1 against test resolution, one panel per comparison table;
-when the runs recorded attention diagnostics, each table gets a row of three panels: top-1, the
-mean attention entropy (over layers, normalised by log N) and the mean attention distance (in
-patches, or tokens).
+"""The comparison as a picture: top-1 against test resolution, one panel per strategy with a
+shared y axis, one block of panels per comparison table; when the runs recorded attention
+diagnostics, two more rows of panels per table: the mean attention entropy (over layers,
+normalised by log N) and the mean attention distance (in patches, or tokens).
 
-Colour is the encoding, marker the strategy, a dashed line the log-n scaling; error bars are
-the std over runs; ``n/a`` and missing points are not drawn; the training resolution is a
-dotted vertical line; the x axis names its unit (pixels, or tokens for sequence data).
+Colour is the encoding (with the overrides that split its rows), a dashed line the log-n
+scaling; error bars are the std over runs; ``n/a`` and missing points are not drawn; the training
+resolution is a dotted vertical line; the x axis names its unit (pixels, or tokens for sequence
+data). A row of one encoding that repeats an earlier row number for number at every resolution
+(APE's ``interpolate`` is its ``extrapolate``; ``+logn`` of a model that always applies log-n)
+is one computation of the evaluation, so it is drawn once, and the panel names what it repeats.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -18,34 +20,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vit_rope.report.collect import RunResult
-from vit_rope.report.tables import (
-    GRID_STEPS,
-    Table,
-    axis_name,
-    cell_summary,
-    comparison_tables,
-    known_encodings,
-    row_label,
-)
+from vit_rope.report.tables import GRID_STEPS, Table, axis_name, cell_summary, comparison_tables, row_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-MARKERS = {"extrapolate": "o", "interpolate": "s", "ntk": "^", "yarn": "D"}  # other strategies: "x"
-
+Key = tuple[str, str, bool]  # (encoding label, strategy, logn): a row of a table
 # A series: (table, row key) -> [(resolution, mean or None, std or None)]
-Series = Callable[[Table, tuple[str, str, bool]], list[tuple[int, float | None, float | None]]]
+Series = Callable[[Table, Key], list[tuple[int, float | None, float | None]]]
 
 
-def _top1(table: Table, key: tuple[str, str, bool]) -> list[tuple[int, float | None, float | None]]:
+def _top1(table: Table, key: Key) -> list[tuple[int, float | None, float | None]]:
     return [(res, *cell_summary(e)[:2]) for res, e in table.cells[key].items()]
 
 
 def _attention(index: int) -> Series:
     """Entropy (0) or distance (1), mean over layers, then mean and sample std over runs."""
 
-    def series(table: Table, key: tuple[str, str, bool]) -> list[tuple[int, float | None, float | None]]:
+    def series(table: Table, key: Key) -> list[tuple[int, float | None, float | None]]:
         points = []
         for res, entries in table.attention.get(key, {}).items():
             values = [e[index] for e in entries]
@@ -57,85 +50,122 @@ def _attention(index: int) -> Series:
     return series
 
 
-def _draw(ax: Axes, table: Table, series: Series, ylabel: str, title: str, legend: bool) -> None:
-    """One panel: a line per row key of ``table`` through ``series``, the training resolution,
-    axis labels; the legend to the right when ``legend``."""
-    encodings = list(known_encodings())
-    train_res = table.group[3]
+def repeated_rows(table: Table) -> dict[Key, Key]:
+    """``{row: earlier row}`` for each row whose runs give the same (top1, top5, loss, n) as an
+    earlier row of the same encoding label at every resolution (rows in table order)."""
+    kept: list[Key] = []
+    repeats: dict[Key, Key] = {}
     for key in table.keys():
-        pos_embed, strategy, logn = key
+        exact = dict(table.exact.get(key, {}))
+        if not any(v[0] is not None for values in exact.values() for v in values):
+            continue  # n/a everywhere: nothing is drawn anyway
+        earlier = next((k for k in kept if k[0] == key[0] and dict(table.exact[k]) == exact), None)
+        if earlier is None:
+            kept.append(key)
+        else:
+            repeats[key] = earlier
+    return repeats
+
+
+def strategies(table: Table) -> list[str]:
+    """The table's strategies (one panel each), in row order."""
+    return list(dict.fromkeys(k[1] for k in table.keys()))
+
+
+def colours(table: Table) -> dict[str, str]:
+    """A colour per encoding label, in row order."""
+    return {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(k[0] for k in table.keys()))}
+
+
+def _panel(ax: Axes, table: Table, strategy: str, series: Series, repeats: dict[Key, Key], note: bool) -> None:
+    """One strategy's rows of ``table`` through ``series``, and the training resolution; with
+    ``note``, the rows not drawn again are named in the panel."""
+    colour = colours(table)
+    notes = []
+    for key in [k for k in table.keys() if k[1] == strategy]:
+        label, _, logn = key
+        if key in repeats:
+            notes.append(f"{label} {row_label(strategy, logn)} = {row_label(*repeats[key][1:])}")
+            continue
         points = sorted(p for p in series(table, key) if p[1] is not None)
         if not points:
             continue  # n/a everywhere: nothing to draw
         xs, ys, stds = zip(*points, strict=True)
-        color_index = encodings.index(pos_embed) if pos_embed in encodings else len(encodings)
         ax.errorbar(
             xs,
             ys,
             yerr=[s or 0.0 for s in stds] if any(stds) else None,
-            color=f"C{color_index % 10}",
-            marker=MARKERS.get(strategy, "x"),
+            color=colour[label],
+            marker="o",
             linestyle="--" if logn else "-",
-            markersize=5,
+            markersize=4,
             capsize=3,
-            label=f"{pos_embed} · {row_label(strategy, logn)}",
+            label=f"{label} · {row_label(strategy, logn)}",
         )
+    train_res = table.group[3]
     if train_res is not None:
         ax.axvline(train_res, color="0.4", linestyle=":", label=f"training resolution ({train_res})")
+    if notes and note:
+        text = "drawn once (same numbers):\n" + "\n".join(notes)
+        ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize="x-small", va="bottom", color="0.3")
     ax.set_xticks(table.resolutions)
-    ax.set_xlabel(axis_name(table.unit))
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
     ax.grid(alpha=0.3)
-    if legend:
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+
+
+def _legend(ax: Axes, table: Table) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", label=label) for label, c in colours(table).items()]
+    if any(k[2] for k in table.keys()):
+        handles += [Line2D([], [], color="k", label="log-n off"), Line2D([], [], color="k", ls="--", label="+logn")]
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+
+
+def _table_block(fig: Figure, table: Table) -> None:
+    """Rows top-1 (and attention entropy, distance) x one column per strategy, y shared per row."""
+    steps = GRID_STEPS.get(table.unit, "grid steps")
+    rows: list[tuple[Series, str]] = [(_top1, "top-1 accuracy (%)")]
+    if table.has_attention:
+        rows += [(_attention(0), "entropy / log N"), (_attention(1), f"attention distance ({steps})")]
+    columns = strategies(table)
+    axes = fig.subplots(len(rows), len(columns), squeeze=False, sharey="row")
+    repeats = repeated_rows(table)
+    for r, (series, ylabel) in enumerate(rows):
+        for c, strategy in enumerate(columns):
+            ax = axes[r][c]
+            _panel(ax, table, strategy, series, repeats, note=r == 0)
+            if r == 0:
+                ax.set_title(strategy)
+            if r == len(rows) - 1:
+                ax.set_xlabel(axis_name(table.unit))
+            if c == 0:
+                ax.set_ylabel(ylabel)
+        if series is not _top1:
+            axes[r][0].set_ylim(*((0.0, 1.02) if r == 1 else (0.0, None)))
+    _legend(axes[0][-1], table)
+    fig.suptitle(table.title)
 
 
 def comparison_figure(runs: Sequence[RunResult]) -> Figure:
-    """The figure of ``comparison.png`` (Agg canvas: no display, no pyplot state); panels in the
-    order of the markdown tables, up to two per row, or, when any run has attention diagnostics,
-    one row per table (top-1, attention entropy, attention distance); an empty panel says so
-    when no run finished."""
+    """The figure of ``comparison.png`` (Agg canvas: no display, no pyplot state): one block per
+    markdown table, in their order, each with a panel per strategy (see the module's text); an
+    empty panel says so when no run finished."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     tables = comparison_tables(runs)
-    attention = any(t.has_attention for t in tables)
-    if attention:
-        ncols, nrows = 3, len(tables)
-        fig = Figure(figsize=(18.0, 4.6 * nrows), layout="constrained")
-    else:
-        ncols = min(max(len(tables), 1), 2)
-        nrows = max(math.ceil(len(tables) / ncols), 1)
-        fig = Figure(figsize=(7.5 * ncols, 4.8 * nrows), layout="constrained")
+    heights = [3 if t.has_attention else 1 for t in tables] or [1]
+    ncols = max((len(strategies(t)) for t in tables), default=1)
+    fig = Figure(figsize=(3.8 * ncols + 2.8, 3.4 * sum(heights) + 0.8 * len(heights)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    if attention:
-        for row, table in zip(axes, tables, strict=True):
-            steps = GRID_STEPS.get(table.unit, "grid steps")
-            _draw(row[0], table, _top1, "top-1 accuracy (%)", table.title, legend=False)
-            if table.has_attention:
-                _draw(row[1], table, _attention(0), "entropy / log N", "attention entropy (mean over layers)", False)
-                row[1].set_ylim(0.0, 1.02)
-                _draw(
-                    row[2], table, _attention(1), f"distance ({steps})", "attention distance (mean over layers)", True
-                )
-                row[2].set_ylim(bottom=0.0)
-            else:
-                row[0].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
-                for ax in row[1:]:
-                    ax.set_axis_off()
-                row[1].text(0.5, 0.5, "no attention diagnostics", ha="center", va="center")
-        fig.suptitle("Top-1 accuracy and attention against test resolution")
-        return fig
-    axes = axes.ravel()
-    for ax, table in zip(axes[: len(tables)], tables, strict=True):
-        _draw(ax, table, _top1, "top-1 accuracy (%)", table.title, legend=True)
-    for ax in axes[len(tables) :]:
-        ax.set_axis_off()
     if not tables:
-        axes[0].text(0.5, 0.5, "no finished runs", ha="center", va="center")
-    fig.suptitle("Top-1 accuracy against test resolution")
+        ax = fig.subplots()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no finished runs", ha="center", va="center")
+        return fig
+    blocks = fig.subfigures(len(tables), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for block, table in zip(blocks, tables, strict=True):
+        _table_block(block, table)
     return fig
 
 

@@ -4,7 +4,9 @@ Finished runs are gathered into one :class:`Table` per (data, model, mode, train
 resolution). A table's rows are encoding and strategy (``+logn`` appended when the log-n
 scaling is on, ``extrapolate`` rows first), its columns test resolutions (in pixels, or tokens
 for sequence data), its cells top-1 in percent: mean ± sample std over the runs that share
-encoding, strategy and resolution. Failed and unfinished runs are listed after the tables.
+encoding, strategy and resolution; a last column holds the retention at the largest resolution
+(top-1 there over top-1 at the training resolution, same strategy and logn; the mean of the
+runs' recorded ``retention``). Failed and unfinished runs are listed after the tables.
 
 The attention diagnostics of a metric row (``"attention"`` in results.json) enter the CSV as
 their means over layers (``attn_entropy``, ``attn_distance``) and the tables as
@@ -121,6 +123,14 @@ class Table:
     attention: dict[tuple[str, str, bool], dict[int, AttentionCell]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
+    retention: dict[tuple[str, str, bool], dict[int, list[float | None]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    # (top1, top5, loss, n) of every run: rows of one encoding that agree in all of them at every
+    # resolution are one computation (the evaluation computes cells equal by definition once)
+    exact: dict[tuple[str, str, bool], dict[int, list[tuple]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
 
     @property
     def has_attention(self) -> bool:
@@ -187,6 +197,8 @@ def comparison_tables(runs: Sequence[RunResult]) -> list[Table]:
             strategy = m["strategy"] + ("+window" if m.get("window") else "")
             cell_key = (labels[r.run_dir], strategy, m["logn"])
             table.cells[cell_key][m["resolution"]].append((m["top1"], m.get("note") or ""))
+            table.retention[cell_key][m["resolution"]].append(m.get("retention"))
+            table.exact[cell_key][m["resolution"]].append((m["top1"], m.get("top5"), m.get("loss"), m.get("n")))
             ent, dist = (layer_mean(m.get("attention"), key) for key in ATTENTION_KEYS)
             if ent is not None and dist is not None:
                 table.attention[cell_key][m["resolution"]].append((ent, dist))
@@ -207,12 +219,30 @@ def cell_summary(entries: Cell) -> tuple[float | None, float | None, str]:
     return mean, std, f"{mean:.1f} ± {std:.1f}"
 
 
+def retention_summary(values: list[float | None], top1: Cell) -> str:
+    """Text of one retention cell: mean ± sample std of the runs' retention; ``n/a`` (or the
+    top-1 cell's note) without any."""
+    numbers = [float(v) for v in values if v is not None]
+    if not numbers:
+        return cell_summary(top1)[2] if top1 else "-"
+    if len(numbers) == 1:
+        return f"{numbers[0]:.2f}"
+    return f"{statistics.fmean(numbers):.2f} ± {statistics.stdev(numbers):.2f}"
+
+
 def _table_markdown(table: Table) -> list[str]:
     res_list, train_res = table.resolutions, table.group[3]
+    top = max(res_list, default=None)
+    retention_at = top if top is not None and top != train_res else None
     out = [f"## {table.title}", ""]
     out.append(
         f"Top-1 accuracy (%) at each {axis_name(table.unit)}; `n/a`: the strategy does not apply to the "
         "encoding; `-`: not evaluated."
+        + (
+            f" Retention: top-1 at {retention_at} over top-1 at the training resolution (same strategy)."
+            if retention_at is not None
+            else ""
+        )
     )
     per_cell = table.runs_per_cell()
     if max(per_cell, default=1) > 1:
@@ -224,11 +254,15 @@ def _table_markdown(table: Table) -> list[str]:
         )
     out.append("")
     header = [f"{res} (train)" if res == train_res else str(res) for res in res_list]
+    if retention_at is not None:
+        header.append(f"retention {retention_at}")
     out.append("| encoding | strategy | " + " | ".join(header) + " |")
-    out.append("|---|---|" + "---:|" * len(res_list))
+    out.append("|---|---|" + "---:|" * len(header))
     for key in table.keys():
         by_res = table.cells[key]
         cells = [cell_summary(by_res[res])[2] if res in by_res else "-" for res in res_list]
+        if retention_at is not None:
+            cells.append(retention_summary(table.retention[key].get(retention_at, []), by_res.get(retention_at, [])))
         out.append(f"| {key[0]} | {row_label(key[1], key[2])} | " + " | ".join(cells) + " |")
     out.append("")
     return out
