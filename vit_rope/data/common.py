@@ -135,6 +135,12 @@ def check_loader_options(batch_size: Any, num_workers: Any) -> tuple[int, int]:
     return batch_size, default_num_workers() if num_workers is None else num_workers
 
 
+def set_worker_threads(threads: int, worker_id: int = 0) -> None:
+    """A loader worker's ``worker_init_fn`` (with ``functools.partial``): ``threads`` intra-op
+    threads in each worker, so that workers and the training process do not oversubscribe the cores."""
+    torch.set_num_threads(threads)
+
+
 class EpochShuffleSampler(Sampler[int]):
     """A random order that depends only on ``(seed, epoch)``. Lightning calls ``set_epoch`` at
     every epoch, so a run resumed from ``last.ckpt`` sees the same batches as one that was never
@@ -256,6 +262,7 @@ def make_loader(
     collate_fn: Any = None,
     resolutions: Sequence[int] | None = None,
     seed: int | None = None,
+    worker_init_fn: Any = None,
 ) -> DataLoader:
     """A DataLoader with the settings every module uses: an :class:`EpochShuffleSampler` and no
     last partial batch when ``shuffle``, pinned memory only when a GPU can use it, persistent
@@ -264,7 +271,8 @@ def make_loader(
     With ``resolutions`` (training only: ``shuffle``), ``dataset`` is a
     :class:`MultiResolutionDataset` and a :class:`ResolutionBatchSampler` (seeded with ``seed``)
     makes each batch at one side drawn from ``resolutions``; the order of the samples and the
-    number of batches are those without it."""
+    number of batches are those without it. ``worker_init_fn`` runs in each worker at its start
+    (e.g. :func:`set_worker_threads`)."""
     # A last partial training batch adds noise and, under DDP, uneven steps.
     drop_last = shuffle and len(dataset) > batch_size
     if resolutions is None:
@@ -277,6 +285,7 @@ def make_loader(
             pin_memory=torch.cuda.is_available(),
             persistent_workers=persistent and num_workers > 0,
             collate_fn=collate_fn,
+            worker_init_fn=worker_init_fn,
         )
     if not shuffle or not isinstance(dataset, MultiResolutionDataset):
         raise ValueError("make_loader: resolutions are for a shuffled MultiResolutionDataset (a training loader)")
@@ -288,4 +297,5 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=persistent and num_workers > 0,
         collate_fn=collate_fn,
+        worker_init_fn=worker_init_fn,
     )

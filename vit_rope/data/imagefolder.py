@@ -5,6 +5,7 @@ that is the same at every resolution."""
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,17 @@ import lightning as L
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from vit_rope.data.cache import CACHE_KINDS, open_store, resolve_cache_dir
+from vit_rope.data.cached_folder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CachedImages,
+    NormalizeBatch,
+    eval_cache_side,
+    eval_transform_uint8,
+    train_cache_side,
+    train_transform_uint8,
+)
 from vit_rope.data.class_lists import resolve_classes
 from vit_rope.data.common import (
     DataConfigError,
@@ -21,14 +33,13 @@ from vit_rope.data.common import (
     check_loader_options,
     check_train_resolutions,
     make_loader,
+    set_worker_threads,
 )
 from vit_rope.data.folder_dataset import ClassSubsetFolder, collate_skip_unreadable
+from vit_rope.data.image_store import ImageStore
 from vit_rope.errors import check_choice, check_divisible, check_range
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def eval_transform(resolution: int, crop_pct: float = 0.875) -> T.Compose:
@@ -79,6 +90,16 @@ class ImageFolderDataModule(L.LightningDataModule):
             the random-resized crop going straight to that side; ``None``: all at ``img_size``.
             ``img_size`` stays the training resolution of record, and validation and evaluation
             do not change.
+        cache: ``none`` decodes the files every epoch; ``ram`` or ``disk`` decodes each image once,
+            downsized (sizes in :mod:`vit_rope.data.cached_folder`), and augments the small uint8
+            images; ``disk`` memory-maps a file that workers share and later runs reuse
+            (:mod:`vit_rope.data.cache`).
+        cache_dir: Folder of the ``disk`` cache; ``None``: ``<root>/.vit_rope_cache``, or the user
+            cache folder when the data folder is read-only.
+        cache_train_side: Shorter side of the cached training images; ``None`` for the rule.
+        cache_eval_resolutions: The evaluation resolutions the validation cache must serve;
+            ``None``: up to 2x ``img_size`` (the evaluation's default).
+        threads_per_worker: ``torch.set_num_threads`` in each loader worker.
     """
 
     def __init__(
@@ -97,6 +118,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         train_resolutions: Sequence[int] | None = None,
         rrc_scale: Sequence[float] = (0.35, 1.0),
         color_jitter: float = 0.0,
+        cache: str = "none",
+        cache_dir: str | None = None,
+        cache_train_side: int | None = None,
+        cache_eval_resolutions: Sequence[int] | None = None,
+        threads_per_worker: int = 1,
     ) -> None:
         super().__init__()
         if root is None or str(root).strip() in ("", "???"):
@@ -121,6 +147,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.color_jitter = float(check_range("data.color_jitter", color_jitter, 0.0))
         self.skip_corrupt = bool(check_choice("data.skip_corrupt", skip_corrupt, (True, False)))
         self.auto_augment = auto_augment
+        self.cache = check_choice("data.cache", cache, CACHE_KINDS)
+        self.cache_train_side = check_range("data.cache_train_side", cache_train_side, 1, integer=True, optional=True)
+        evals = [
+            check_range("data.cache_eval_resolutions entry", r, 1, integer=True) for r in cache_eval_resolutions or ()
+        ]
+        self.cache_eval_resolutions = [*evals, self.img_size] if evals else [2 * self.img_size, self.img_size]
+        self.threads_per_worker = check_range("data.threads_per_worker", threads_per_worker, 1, integer=True)
         try:
             self.train_transform()  # timm checks the policy name when it builds the pipeline
         except (AssertionError, TypeError, ValueError, KeyError) as e:
@@ -131,6 +164,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.root = Path(str(root)).expanduser()
         self.class_names = resolve_classes(self.root, classes)
         self._sets: dict[str, ClassSubsetFolder] = {}
+        self._stores: dict[str, ImageStore] = {}
+        self.cache_dir = resolve_cache_dir(cache_dir, self.root) if self.cache == "disk" else None
 
     @property
     def num_classes(self) -> int:
@@ -166,14 +201,38 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self._sets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        self._dataset("val")
+        self._source("val")
         if stage in (None, "fit"):
-            self._dataset("train")
+            self._source("train")
+
+    def cache_side(self, split: str) -> int:
+        """Shorter side of the cached images of ``split`` (:mod:`vit_rope.data.cached_folder`)."""
+        if split == "train":
+            sides = [self.img_size, *(self.train_resolutions or ())]
+            return self.cache_train_side or train_cache_side(sides, self.rrc_scale)
+        return eval_cache_side(self.cache_eval_resolutions, self.crop_pct)
+
+    def _source(self, split: str, resolution: int | None = None) -> ClassSubsetFolder | CachedImages:
+        """The split's samples: from the cache when it is on and (for evaluation at
+        ``resolution``) holds enough pixels, else from the files."""
+        files = self._dataset(split)
+        if self.cache == "none" or (resolution and int(resolution / self.crop_pct) > self.cache_side(split)):
+            return files
+        if split not in self._stores:
+            selection = f"{self.class_names}|{self.max_per_class}"
+            self._stores[split] = open_store(
+                self.cache, files.samples, Path(files.root), self.cache_side(split), self.skip_corrupt,
+                self.cache_dir, selection,
+            )  # fmt: skip
+        return CachedImages(self._stores[split], files.samples, None, pil=self.auto_augment is not None)
 
     @property
     def num_skipped(self) -> int:
-        """Distinct unreadable files skipped so far (``skip_corrupt=True``)."""
-        return sum(ds.num_skipped for ds in self._sets.values())
+        """Distinct unreadable files skipped so far (``skip_corrupt=True``), found by reading the
+        files or when the cache was built."""
+        return sum(
+            max(ds.num_skipped, len(self._stores[s].bad) if s in self._stores else 0) for s, ds in self._sets.items()
+        )
 
     def teardown(self, stage: str) -> None:
         # Lightning calls this when fit / validate ends: one summary line after the per-file warnings.
@@ -183,31 +242,53 @@ class ImageFolderDataModule(L.LightningDataModule):
                 self.num_skipped,
             )
 
-    def _with_transform(self, split: str, transform: Any) -> ClassSubsetFolder:
-        ds = copy.copy(self._dataset(split))  # shares the file list and the skip flags
-        ds.transform = transform
+    def _with_transform(self, split: str, resolution: int) -> ClassSubsetFolder | CachedImages:
+        """The split's samples made at ``resolution`` by the training or the evaluation transform;
+        on cached uint8 images the same steps run in torchvision v2 (timm's PIL pipeline with AutoAugment)."""
+        ds = copy.copy(self._source(split, None if split == "train" else resolution))  # shares files and cache
+        tensors = isinstance(ds, CachedImages) and not ds.pil
+        if split == "train":
+            ds.transform = (
+                train_transform_uint8(resolution, self.rrc_scale, self.color_jitter)
+                if tensors
+                else self.train_transform(resolution)
+            )
+        else:
+            ds.transform = (
+                eval_transform_uint8(resolution, self.crop_pct) if tensors else self.eval_transform(resolution)
+            )
         return ds
 
     def _loader(
         self,
-        ds: ClassSubsetFolder | MultiResolutionDataset,
+        ds: ClassSubsetFolder | CachedImages | MultiResolutionDataset,
         batch_size: int,
         shuffle: bool = False,
         persistent: bool = False,
         resolutions: Sequence[int] | None = None,
     ) -> DataLoader:
         collate = collate_skip_unreadable if self.skip_corrupt else None
+        first = next(iter(ds.datasets.values())) if isinstance(ds, MultiResolutionDataset) else ds
+        if isinstance(first, CachedImages) and not first.pil:  # uint8 crops: normalise (and erase) the batch
+            collate = NormalizeBatch(self.re_prob if shuffle else 0.0, self.skip_corrupt)
         return make_loader(
-            ds, batch_size, self.num_workers, shuffle, persistent, collate_fn=collate, resolutions=resolutions
+            ds,
+            batch_size,
+            self.num_workers,
+            shuffle,
+            persistent,
+            collate_fn=collate,
+            resolutions=resolutions,
+            worker_init_fn=functools.partial(set_worker_threads, self.threads_per_worker),
         )
 
     def train_dataloader(self) -> DataLoader:
         if self.train_resolutions is None:
-            ds = self._with_transform("train", self.train_transform())
+            ds = self._with_transform("train", self.img_size)
             return self._loader(ds, self.batch_size, shuffle=True, persistent=True)
         # One copy of the training set per side, each with its own random-resized crop to that
         # side (one resampling of the photo, as at img_size); they share the file list.
-        sets = {side: self._with_transform("train", self.train_transform(side)) for side in self.train_resolutions}
+        sets = {side: self._with_transform("train", side) for side in self.train_resolutions}
         return self._loader(
             MultiResolutionDataset(sets),
             self.batch_size,
@@ -217,7 +298,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        ds = self._with_transform("val", self.eval_transform(self.img_size))
+        ds = self._with_transform("val", self.img_size)
         return self._loader(ds, self.batch_size, persistent=True)
 
     def eval_dataloader(self, resolution: int, mode: str | None = None, batch_size: int | None = None) -> DataLoader:
@@ -227,5 +308,5 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"eval.mode='{mode}' needs synthetic scenes that can be re-rendered on a larger canvas; "
                 "use eval.mode=zoom for image folders."
             )
-        ds = self._with_transform("val", self.eval_transform(int(resolution)))
+        ds = self._with_transform("val", int(resolution))
         return self._loader(ds, batch_size or self.batch_size)
