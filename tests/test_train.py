@@ -241,6 +241,11 @@ def test_timm_checkpoint_evaluates_at_a_larger_resolution(tmp_path, image_tree):
     results = read_results(out)
     check_results_schema(results)
     assert results["run"]["pos_embed"] == "rope_mixed" and results["run"]["train_resolution"] == 224
+    # preprocessed with the model's own data config (timm's resolve_model_data_config), recorded
+    expected = timm.data.resolve_model_data_config(timm.create_model(name, pretrained=False))
+    config = results["run"]["data_config"]
+    assert config["crop_pct"] == expected["crop_pct"] and config["interpolation"] == expected["interpolation"]
+    assert config["mean"] == list(expected["mean"]) and config["std"] == list(expected["std"])
     rows = {(m["resolution"], m["strategy"]): m for m in results["metrics"]}
     assert set(rows) == {(r, s) for r in (224, 320) for s in ("extrapolate", "ntk", "yarn")}
     for res in (224, 320):

@@ -104,6 +104,9 @@ class ClassificationModule(L.LightningModule):
         self.val_loss = nn.CrossEntropyLoss(reduction="sum")
         self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        # Top-1 of the averaged weights (val/top1_ema) when an EMA callback hands them over.
+        self.top1_ema = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        object.__setattr__(self, "_ema_net", None)  # not a submodule: checkpoints keep their keys
         self._loss_sum = 0.0
         self._count = 0
         # Compiled forward kept outside the module tree so checkpoints keep plain parameter names.
@@ -111,6 +114,10 @@ class ClassificationModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)
+
+    def set_ema_net(self, net: nn.Module | None) -> None:
+        """The averaged network that validation also scores (``val/top1_ema``); ``None``: none."""
+        object.__setattr__(self, "_ema_net", net)
 
     # -- training ------------------------------------------------------------------------------
 
@@ -162,6 +169,7 @@ class ClassificationModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.top1.reset()
         self.top5.reset()
+        self.top1_ema.reset()
         self._loss_sum = torch.zeros((), device=self.device)
         self._count = torch.zeros((), device=self.device)
 
@@ -172,6 +180,8 @@ class ClassificationModule(L.LightningModule):
         self._count = self._count + y.numel()
         self.top1.update(logits, y)
         self.top5.update(logits, y)
+        if self._ema_net is not None:
+            self.top1_ema.update(self._ema_net(x), y)
 
     def on_validation_epoch_end(self) -> None:
         loss_sum = self.all_gather(self._loss_sum).sum()
@@ -179,4 +189,6 @@ class ClassificationModule(L.LightningModule):
         self.log("val/loss", loss_sum / count.clamp_min(1), prog_bar=True)
         self.log("val/top1", self.top1.compute() * 100, prog_bar=True)
         self.log("val/top5", self.top5.compute() * 100)
+        if self._ema_net is not None:
+            self.log("val/top1_ema", self.top1_ema.compute() * 100, prog_bar=True)
         self.log("val/n", count.float())

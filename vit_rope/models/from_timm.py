@@ -1,4 +1,9 @@
-"""Conversion from timm's ViT and RoPE-ViT models to this project's model, with the same weights."""
+"""Conversion between timm's ViT / RoPE-ViT models and this project's model, with the same
+weights: :func:`from_timm` (timm -> ours) and :func:`to_timm` (ours -> timm, for export).
+
+Both directions read one key table (:data:`TIMM_TO_OURS`, :data:`EVA_BLOCK_TO_OURS`) and one
+layout rule for learned frequencies (:func:`freqs_from_timm`, :func:`freqs_to_timm`).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +47,39 @@ def _timm_encoding(model: nn.Module) -> tuple[str, dict]:
     raise PositionConfigError(f"timm rotary module {type(rope).__name__} has no counterpart here.")
 
 
+# Keys that differ (all others are equal): whole keys, and the layer scale of timm's Eva blocks
+# (``blocks.N.gamma_1``); timm's ``VisionTransformer`` already names it ``ls1.gamma`` as we do.
+TIMM_TO_OURS = {"pos_embed": "abs_pos.pos_embed"}
+EVA_BLOCK_TO_OURS = {"gamma_1": "ls1.gamma", "gamma_2": "ls2.gamma"}
+
+
+def freqs_from_timm(freqs: torch.Tensor) -> torch.Tensor:
+    """RoPE-Mixed frequencies: timm ``(2, depth, heads, d/2)`` -> ours ``(depth, heads, d/2, 2)``."""
+    return freqs.permute(1, 2, 3, 0).contiguous()
+
+
+def freqs_to_timm(freqs: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`freqs_from_timm`."""
+    return freqs.permute(3, 0, 1, 2).contiguous()
+
+
+def create_timm_model(name: str, checkpoint_path: str | None = None, **kwargs) -> nn.Module:
+    """``timm.create_model(name, pretrained=False)``, with a checkpoint's weights if given.
+
+    A fine-tuned checkpoint (say on ImageNet-100) carries its own head: the model is built with
+    that many classes, so that its weights load as they are.
+    """
+    import timm
+
+    state = timm.models.load_state_dict(checkpoint_path) if checkpoint_path else None
+    head = state.get("head.weight") if state else None
+    num_classes = {} if head is None else {"num_classes": head.shape[0]}
+    model = timm.create_model(name, pretrained=False, **num_classes, **kwargs)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
 def from_timm(model_or_name: nn.Module | str, checkpoint_path: str | None = None, **kwargs) -> VisionTransformer:
     """Convert a timm ViT (``vit_*_patch16_224``) or RoPE-ViT (``vit_*_patch16_rope*_224``)
     into this project's model with the same weights.
@@ -54,14 +92,7 @@ def from_timm(model_or_name: nn.Module | str, checkpoint_path: str | None = None
     import timm
 
     if isinstance(model_or_name, str):
-        # A fine-tuned checkpoint (say on ImageNet-100) carries its own head: build the timm
-        # model with that many classes, so its weights load as they are.
-        state = timm.models.load_state_dict(checkpoint_path) if checkpoint_path else None
-        head = state.get("head.weight") if state else None
-        num_classes = {} if head is None else {"num_classes": head.shape[0]}
-        model = timm.create_model(model_or_name, pretrained=False, **num_classes)
-        if state is not None:
-            model.load_state_dict(state)
+        model = create_timm_model(model_or_name, checkpoint_path)
     else:
         model = model_or_name
         if checkpoint_path:
@@ -108,19 +139,15 @@ def from_timm(model_or_name: nn.Module | str, checkpoint_path: str | None = None
 def _convert_state_dict(model: nn.Module, ours: VisionTransformer) -> dict[str, torch.Tensor]:
     sd = model.state_dict()
     out: dict[str, torch.Tensor] = {}
-    rename = {"gamma_1": "ls1.gamma", "gamma_2": "ls2.gamma"}
     for key, value in sd.items():
         if key.startswith("rope."):
-            if key == "rope.freqs":  # timm (2, depth, heads, d/2) -> ours (depth, heads, d/2, 2)
-                out["rope.freqs"] = value.permute(1, 2, 3, 0).contiguous()
-            continue
-        if key == "pos_embed":
-            out["abs_pos.pos_embed"] = value
+            if key == "rope.freqs":
+                out["rope.freqs"] = freqs_from_timm(value)
             continue
         parts = key.split(".")
-        if parts[0] == "blocks" and parts[2] in rename:
-            key = ".".join(parts[:2] + [rename[parts[2]]])
-        out[key] = value
+        if parts[0] == "blocks" and parts[2] in EVA_BLOCK_TO_OURS:
+            key = ".".join(parts[:2] + [EVA_BLOCK_TO_OURS[parts[2]]])
+        out[TIMM_TO_OURS.get(key, key)] = value
     expected = set(ours.state_dict())
     unknown = sorted(set(out) - expected)
     if unknown:

@@ -19,6 +19,7 @@ from vit_rope.eval.results import RESULTS_FILE, write_results
 from vit_rope.lit_module import ClassificationModule, OptimConfig
 from vit_rope.models import VisionTransformer, build_model_config, build_pos_embed
 from vit_rope.tasks.common import eval_trainer, instantiate_all, instantiate_group, output_dir
+from vit_rope.weights import checkpoint_weights, read_checkpoint
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> ClassificationModule:
@@ -35,19 +36,18 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ClassificationModule:
 def checked_state(module: ClassificationModule, ckpt: str) -> dict:
     """A checkpoint's weights, checked against the model; a file that is unreadable or does not
     fit the model ends in one sentence."""
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as err:  # noqa: BLE001  any unreadable file gets the same clear message
-        raise ConfigError(
-            f"Checkpoint '{ckpt}' cannot be read ({type(err).__name__}); give a .ckpt file from train.py."
-        ) from None
+    state = read_checkpoint(ckpt)["state_dict"]
     check_state_matches(module, state, ckpt)
     return state
 
 
-def load_weights(module: ClassificationModule, ckpt: str) -> None:
-    """Load a checkpoint's weights into ``module`` (checked first, see :func:`checked_state`)."""
-    module.load_state_dict(checked_state(module, ckpt), strict=True)
+def load_weights(module: ClassificationModule, ckpt: str, weights: str = "last") -> dict:
+    """Load the checkpoint's ``weights`` (``last``, ``best`` or ``ema``, see :mod:`vit_rope.weights`)
+    into ``module``, checked first; returns what results.json records about them."""
+    state, path = checkpoint_weights(ckpt, weights)
+    check_state_matches(module, state, str(path))
+    module.load_state_dict(state, strict=True)
+    return {"weights": weights, "checkpoint": path.name}
 
 
 def check_state_matches(module: ClassificationModule, state: dict, ckpt: str) -> None:
@@ -101,9 +101,12 @@ def run_info(cfg: DictConfig, datamodule: Any, model: Any, mode: str) -> dict:
     }
 
 
-def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: Any, loggers: list) -> dict:
+def run_evaluation(
+    cfg: DictConfig, module: ClassificationModule, datamodule: Any, loggers: list, run_extra: dict | None = None
+) -> dict:
     """Evaluate at every resolution, strategy and logn; write results.json once, then the run's
-    table and plot, and give the plot to the loggers that take images."""
+    table and plot, and give the plot to the loggers that take images. ``run_extra`` joins the
+    ``run`` block (which weights, the timm data config)."""
     ev = cfg.eval
     trainer = eval_trainer(cfg.trainer)
     rows = evaluate(
@@ -121,26 +124,22 @@ def run_evaluation(cfg: DictConfig, module: ClassificationModule, datamodule: An
     )
     for lg in loggers:  # file-based loggers (CSV) write what they buffered
         lg.save()
-    run = run_info(cfg, datamodule, module.model, eval_mode(datamodule, ev.mode))
+    run = {**run_info(cfg, datamodule, module.model, eval_mode(datamodule, ev.mode)), **(run_extra or {})}
     if trainer.is_global_zero:
         out = output_dir()
         write_results(out / RESULTS_FILE, run, rows)
-        _report(out, loggers)
+        _report(out, loggers, run, rows)
     return {"run": run, "metrics": rows}
 
 
-def _report(out: Path, loggers: list) -> None:
-    """Print the run's table and write its plot; log the plot to TensorBoard if it is a logger."""
-    from vit_rope.report import write_comparison
+def _report(out: Path, loggers: list, run: dict, rows: list[dict]) -> None:
+    """Print the run's table and write its plot; give the plot and the hyperparameters with
+    their top-1 to the loggers (:mod:`vit_rope.report.loggers`)."""
+    from vit_rope.report import collect_runs, comparison_figure, write_comparison
+    from vit_rope.report.loggers import log_report
 
-    png = write_comparison(out).get("png")
-    for lg in loggers:
-        writer = getattr(lg, "experiment", None)
-        if png and Path(png).is_file() and hasattr(writer, "add_image"):
-            import numpy as np
-            from PIL import Image
-
-            writer.add_image("eval/comparison", np.asarray(Image.open(png).convert("RGB")), dataformats="HWC")
+    write_comparison(out)
+    log_report(loggers, run, rows, comparison_figure(collect_runs(out)) if loggers else None)
 
 
 def _run_config(ckpt: str) -> DictConfig:
@@ -162,19 +161,32 @@ def _merge_data(run_data: Any, overrides: Any) -> DictConfig:
     return OmegaConf.create(data)
 
 
-def _timm_source(cfg: DictConfig) -> tuple[DictConfig, Any, ClassificationModule]:
+def _timm_source(cfg: DictConfig) -> tuple[DictConfig, Any, ClassificationModule, dict]:
+    """A timm model, converted, with an image folder preprocessed by the model's own data config."""
+    from vit_rope.eval.timm_data import timm_data_config
     from vit_rope.models import from_timm
+    from vit_rope.models.from_timm import create_timm_model
 
     if not cfg.data.get("root"):
         raise ConfigError("timm models are evaluated on an image folder; set data.root=/path/with/train_and_val.")
-    model = from_timm(cfg.timm_model, cfg.get("timm_checkpoint"))
-    data = _merge_data({"_target_": "vit_rope.data.ImageFolderDataModule", "name": "imagefolder"}, cfg.data)
+    if cfg.eval.get("weights", "last") != "last":
+        raise ConfigError(
+            f"eval.weights={cfg.eval.weights} applies to checkpoints of train.py; a timm model has one set of "
+            "weights: use eval.weights=last."
+        )
+    timm_model = create_timm_model(cfg.timm_model, cfg.get("timm_checkpoint"))  # pretrained=False
+    data_config = timm_data_config(timm_model, cfg.data.get("crop_pct"))  # the model's pretrained_cfg
+    model = from_timm(timm_model)
+    target = "vit_rope.eval.timm_data.TimmImageFolderDataModule"
+    data = _merge_data({"_target_": target, "name": "imagefolder"}, cfg.data)
     data.img_size = int(model.img_size[0])
+    for key in ("mean", "std", "interpolation", "crop_pct"):
+        data[key] = data_config[key]
     datamodule = instantiate_group(data, "data")
     train_cfg = OmegaConf.create(
         {"pos_embed": {"name": model.encoding_name}, "model": {"name": cfg.timm_model}, "data": data, "seed": cfg.seed}
     )
-    return train_cfg, datamodule, ClassificationModule(model)
+    return train_cfg, datamodule, ClassificationModule(model), {"weights": "last", "data_config": data_config}
 
 
 def evaluate_model(cfg: DictConfig) -> dict:
@@ -188,14 +200,14 @@ def evaluate_model(cfg: DictConfig) -> dict:
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("timm_model"):
-        train_cfg, datamodule, module = _timm_source(cfg)
+        train_cfg, datamodule, module, extra = _timm_source(cfg)
     else:
         ckpt = resolve_checkpoint(cfg.get("ckpt_path") or cfg.get("run_dir"), sources[0])
         train_cfg = _run_config(ckpt)
         train_cfg.data = _merge_data(train_cfg.data, cfg.data)
         datamodule = instantiate_group(train_cfg.data, "data")
         module = build_module(train_cfg, datamodule)
-        load_weights(module, ckpt)
+        extra = load_weights(module, ckpt, cfg.eval.get("weights", "last"))
     module.eval()
     run_cfg = OmegaConf.merge(train_cfg, {"eval": cfg.eval, "trainer": cfg.trainer})
-    return run_evaluation(run_cfg, module, datamodule, instantiate_all(cfg.get("logger"), "logger"))
+    return run_evaluation(run_cfg, module, datamodule, instantiate_all(cfg.get("logger"), "logger"), extra)

@@ -16,6 +16,7 @@ from vit_rope.lit_module import OptimConfig
 from vit_rope.models import build_model_config, build_pos_embed
 from vit_rope.tasks.common import check_trainer, instantiate_all, instantiate_group, output_dir
 from vit_rope.tasks.evaluate import build_module, checked_state, resolve_checkpoint, run_evaluation
+from vit_rope.weights import WEIGHTS, EMAConfig, read_checkpoint
 
 
 def _guard_output_dir(out: Path, resuming: bool) -> None:
@@ -68,6 +69,36 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _check_weights(cfg: DictConfig, ema: EMAConfig) -> str:
+    """``eval.weights`` checked against the run's settings before anything is trained."""
+    weights = check_choice("eval.weights", cfg.eval.get("weights", "last"), WEIGHTS)
+    if weights == "ema" and not ema.enabled:
+        raise ConfigError("eval.weights=ema needs the moving average; add ema.enabled=true or use eval.weights=last.")
+    monitors = [c.get("monitor") for c in (cfg.get("callbacks") or {}).values() if isinstance(c, DictConfig)]
+    if weights == "best" and "val/top1" not in monitors:
+        raise ConfigError(
+            "eval.weights=best needs a ModelCheckpoint that monitors val/top1 (callbacks.best_checkpoint); "
+            "keep callbacks=default or use eval.weights=last."
+        )
+    return weights
+
+
+def _pick_weights(trainer: L.Trainer, module: L.LightningModule, weights: str, ema_cb: object) -> dict:
+    """Load the weights that ``eval.weights`` names into ``module`` (it holds the last ones);
+    returns what results.json records about them."""
+    if weights == "ema":
+        module.load_state_dict(ema_cb.average_state())
+    elif weights == "best":
+        best = next(cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.monitor == "val/top1")
+        if not best:
+            raise ConfigError(
+                "eval.weights=best but no best checkpoint was saved (validation never ran); use eval.weights=last."
+            )
+        module.load_state_dict(read_checkpoint(best)["state_dict"])
+        return {"weights": weights, "checkpoint": Path(best).name}
+    return {"weights": weights}
+
+
 def train(cfg: DictConfig) -> dict:
     """Train one model as configured; returns the final validation metrics (and the results)."""
     # Every typed group is checked before anything is built or written.
@@ -75,6 +106,8 @@ def train(cfg: DictConfig) -> dict:
     build_model_config(cfg.model)
     build_dataclass(OptimConfig, cfg.optim, "optim")
     check_trainer(cfg.trainer)
+    ema = build_dataclass(EMAConfig, cfg.get("ema") or {}, "ema")
+    weights = _check_weights(cfg, ema) if cfg.get("evaluate", True) else "last"
     out = output_dir()
     ckpt = resolve_checkpoint(cfg.get("ckpt_path")) or _requeued_checkpoint(out, cfg.get("resume", "auto"))
     _guard_output_dir(out, resuming=ckpt is not None)
@@ -98,6 +131,8 @@ def train(cfg: DictConfig) -> dict:
     print(f"{cfg.model.name} + {cfg.pos_embed.name}: {n_params / 1e6:.2f}M parameters")
 
     callbacks = instantiate_all(cfg.get("callbacks"), "callbacks")
+    ema_cb = ema.callback()
+    callbacks += [ema_cb] if ema_cb is not None else []
     loggers = instantiate_all(cfg.get("logger"), "logger")
     if not loggers:  # the learning-rate monitor needs a logger; with logger=none there is nothing to log to
         callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.LearningRateMonitor)]
@@ -114,4 +149,5 @@ def train(cfg: DictConfig) -> dict:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if cfg.trainer.get("fast_dev_run") or not cfg.get("evaluate", True):
         return {"val": metrics}
-    return {"val": metrics, **run_evaluation(cfg, module, datamodule, loggers)}
+    picked = _pick_weights(trainer, module, weights, ema_cb)
+    return {"val": metrics, **run_evaluation(cfg, module, datamodule, loggers, run_extra=picked)}

@@ -1,0 +1,115 @@
+"""Which weights a run is evaluated with: EMA of the weights, eval.weights=last|best|ema."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import TINY, compose_train, read_results, run_cli
+from tests.test_train import logged_scalars
+from vit_rope.errors import ConfigError
+from vit_rope.lit_module import ClassificationModule
+from vit_rope.models import create_model
+from vit_rope.tasks.train import train
+from vit_rope.weights import EMA, EMA_KEY, EMAConfig, checkpoint_weights
+
+ONE_CELL = ["eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn=[false]"]
+
+
+def test_ema_run_logs_both_top1_saves_both_weights_and_evaluates_each(tmp_path):
+    run = tmp_path / "run"
+    run_cli(
+        "train.py", *TINY, "trainer.max_epochs=2", "ema.enabled=true", "ema.decay=0.9", "eval.weights=ema",
+        *ONE_CELL, f"hydra.run.dir={run}",
+    )  # fmt: skip
+    raw, ema = logged_scalars(run / "tb", "val/top1"), logged_scalars(run / "tb", "val/top1_ema")
+    assert len(raw) == len(ema) == 2  # one of each per epoch
+    results = read_results(run)
+    assert results["run"]["weights"] == "ema"
+    # the evaluation at the training resolution with the average is the last val/top1_ema
+    assert results["metrics"][0]["top1"] == pytest.approx(ema[-1], abs=1e-3)
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert set(ckpt[EMA_KEY]) == set(ckpt["state_dict"])
+    gap = max((ckpt[EMA_KEY][k] - ckpt["state_dict"][k]).abs().max().item() for k in ckpt["state_dict"])
+    assert gap > 1e-4  # the average is not a copy of the raw weights
+
+    for weights, expected in (("best", max(raw)), ("ema", ema[-1])):
+        out = tmp_path / weights
+        run_cli(
+            "eval.py", f"run_dir={run}", f"eval.weights={weights}", *ONE_CELL, "logger=none", f"hydra.run.dir={out}"
+        )
+        again = read_results(out)
+        assert again["run"]["weights"] == weights
+        assert again["metrics"][0]["top1"] == pytest.approx(expected, abs=1e-3), weights
+    best_name = read_results(tmp_path / "best")["run"]["checkpoint"]
+    assert best_name.startswith("best-epoch") and (run / "checkpoints" / best_name).is_file()
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5, -0.1])
+def test_ema_decay_outside_0_1_is_refused_before_anything_is_written(decay):
+    cfg = compose_train("ema.enabled=true", f"ema.decay={decay}")
+    with pytest.raises(
+        ConfigError, match=r"ema\.decay=.* is out of range; set ema\.decay to a number in \(0\.0, 1\.0\)"
+    ):
+        train(cfg)  # raises before the run directory (which needs Hydra) is even asked for
+
+
+def test_eval_weights_ema_without_ema_is_refused_before_training():
+    with pytest.raises(ConfigError, match=r"eval\.weights=ema needs .* ema\.enabled=true"):
+        train(compose_train("eval.weights=ema"))
+    with pytest.raises(ConfigError, match=r"eval\.weights=best needs a ModelCheckpoint that monitors val/top1"):
+        train(compose_train("eval.weights=best", "~callbacks.best_checkpoint"))
+    with pytest.raises(ConfigError, match=r"Unknown eval\.weights 'newest'; choose one of last, best, ema"):
+        train(compose_train("eval.weights=newest"))
+
+
+def test_checkpoint_without_ema_or_best_says_so(tmp_path):
+    net = create_model("vit_micro", num_classes=3, img_size=32, patch_size=8)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": ClassificationModule(net).state_dict()}, ckpt)
+    state, path = checkpoint_weights(ckpt, "last")
+    assert path == ckpt and "model.head.weight" in state
+    with pytest.raises(ConfigError, match=r"holds no EMA weights .*ema\.enabled=false.*use weights last or best"):
+        checkpoint_weights(ckpt, "ema")
+    with pytest.raises(ConfigError, match=r"eval\.weights=best but .* holds no best-\*\.ckpt.*use eval\.weights=last"):
+        checkpoint_weights(ckpt, "best")
+
+
+def test_ema_checkpoint_round_trip_restores_the_average():
+    """What a resumed EMA run reads back is the average it saved (not the raw weights)."""
+
+    def fitted_callback():
+        module = ClassificationModule(create_model("vit_micro", num_classes=3, img_size=32, patch_size=8))
+        cb = EMAConfig(enabled=True, decay=0.5).callback()
+        cb.setup(None, module, "fit")
+        return module, cb
+
+    module, cb = fitted_callback()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(1.0)
+    cb._average_model.update_parameters(module)  # first update copies, the second averages
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(1.0)
+    cb._average_model.update_parameters(module)
+    checkpoint = {"state_dict": module.state_dict()}
+    cb.on_save_checkpoint(None, module, checkpoint)
+    average = cb.average_state()
+    raw_head, avg_head = checkpoint["state_dict"]["model.head.bias"], average["model.head.bias"]
+    assert torch.allclose(raw_head - avg_head, torch.full_like(raw_head, 0.5))  # decay 0.5 of a step of 1
+
+    module2, cb2 = fitted_callback()
+    module2.load_state_dict(checkpoint["state_dict"])
+    cb2.on_load_checkpoint(None, module2, checkpoint)
+    for k, v in average.items():
+        assert torch.equal(cb2.average_state()[k], v), k
+    assert int(cb2._average_model.n_averaged) == 2
+
+
+def test_ema_config_keys_match_the_yaml():
+    cfg = compose_train()
+    assert EMAConfig(**cfg.ema) == EMAConfig()  # the YAML block states the dataclass defaults
+    assert isinstance(EMAConfig(enabled=True).callback(), EMA) and EMAConfig().callback() is None
