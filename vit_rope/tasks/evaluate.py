@@ -128,18 +128,22 @@ def run_evaluation(
     if trainer.is_global_zero:
         out = output_dir()
         write_results(out / RESULTS_FILE, run, rows)
-        _report(out, loggers, run, rows)
+        _report(out, loggers)
     return {"run": run, "metrics": rows}
 
 
-def _report(out: Path, loggers: list, run: dict, rows: list[dict]) -> None:
-    """Print the run's table and write its plot; give the plot and the hyperparameters with
-    their top-1 to the loggers (:mod:`vit_rope.report.loggers`)."""
-    from vit_rope.report import collect_runs, comparison_figure, write_comparison
-    from vit_rope.report.loggers import log_report
+def _report(out: Path, loggers: list) -> None:
+    """Print the run's table and write its plot; log the plot to TensorBoard if it is a logger."""
+    from vit_rope.report import write_comparison
 
-    write_comparison(out)
-    log_report(loggers, run, rows, comparison_figure(collect_runs(out)) if loggers else None)
+    png = write_comparison(out).get("png")
+    for lg in loggers:
+        writer = getattr(lg, "experiment", None)
+        if png and Path(png).is_file() and hasattr(writer, "add_image"):
+            import numpy as np
+            from PIL import Image
+
+            writer.add_image("eval/comparison", np.asarray(Image.open(png).convert("RGB")), dataformats="HWC")
 
 
 def _run_config(ckpt: str) -> DictConfig:

@@ -14,7 +14,7 @@ from vit_rope.eval.loop import check_eval_settings
 from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_text
 from vit_rope.lit_module import OptimConfig
 from vit_rope.models import build_model_config, build_pos_embed
-from vit_rope.tasks.common import check_trainer, instantiate_all, instantiate_group, output_dir
+from vit_rope.tasks.common import check_trainer, hydra_runtime, instantiate_all, instantiate_group, output_dir
 from vit_rope.tasks.evaluate import build_module, checked_state, resolve_checkpoint, run_evaluation
 from vit_rope.weights import WEIGHTS, EMAConfig, read_checkpoint
 
@@ -100,7 +100,16 @@ def _pick_weights(trainer: L.Trainer, module: L.LightningModule, weights: str, e
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train one model as configured; returns the final validation metrics (and the results)."""
+    """Train one model as configured; returns the final validation metrics (and the results).
+
+    Also for a config composed in Python: ``hydra.compose("train", overrides, return_hydra_config=True)``
+    (see :func:`vit_rope.tasks.common.hydra_runtime`).
+    """
+    with hydra_runtime(cfg) as task_cfg:
+        return _train(task_cfg)
+
+
+def _train(cfg: DictConfig) -> dict:
     # Every typed group is checked before anything is built or written.
     build_pos_embed(cfg.pos_embed)
     build_model_config(cfg.model)
