@@ -6,13 +6,58 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from vit_rope.errors import ConfigError
 from vit_rope.report.callback import sweep_failures
-from vit_rope.tasks.common import run_main
+from vit_rope.tasks.common import config_groups, run_main
 from vit_rope.tasks.compare import compare
 from vit_rope.tasks.evaluate import evaluate_model
 from vit_rope.tasks.train import train
+
+
+def groups_help(config_name: str) -> str:
+    """``group: option, ...`` for each group that ``config_name`` composes (``--help`` lists these)."""
+    return "\n".join(f"{group}: {', '.join(options)}" for group, options in config_groups(config_name).items())
+
+
+# conf/hydra/eval.yaml's help template lists only the groups eval.py can use through this resolver
+OmegaConf.register_new_resolver("vit_rope_groups", groups_help, replace=True)
+
+
+def check_group_options(config_name: str, args: list[str]) -> None:
+    """An option that a config group lacks (``logger=xyz``, also in a ``-m`` list) ends in one
+    sentence naming it and the options, before Hydra starts (Hydra's own report is several
+    lines). Overrides that Hydra cannot parse, and runs with extra config paths, are left to Hydra.
+    """
+    if any(a.startswith(("-cp", "-cd", "--config", "hydra.searchpath")) for a in args):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = config_groups(config_name)
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # noqa: BLE001  a syntax error: Hydra reports it
+        return
+    for o in overrides:
+        if o.key_or_group not in groups or o.package or o.is_delete():
+            continue
+        try:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        except Exception:  # noqa: BLE001  range or glob sweeps: Hydra checks them
+            continue
+        options = groups[o.key_or_group]
+        for value in values:
+            if value not in options and value != "null":
+                raise ConfigError(f"Unknown {o.key_or_group} '{value}'; choose one of {', '.join(options)}.")
+
+
+def _checked(config_name: str) -> None:
+    try:
+        check_group_options(config_name, sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -27,6 +72,7 @@ def _eval(cfg: DictConfig) -> None:
 
 def train_main() -> None:
     """``vit-rope-train [overrides]``: the same as ``python train.py [overrides]``."""
+    _checked("train")
     _train()
     if failed := sweep_failures():  # the comparison is written; the exit status says a job failed
         print(
@@ -37,4 +83,5 @@ def train_main() -> None:
 
 def eval_main() -> None:
     """``vit-rope-eval [overrides]``: the same as ``python eval.py [overrides]``."""
+    _checked("eval")
     _eval()

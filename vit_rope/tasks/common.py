@@ -3,9 +3,12 @@ a bad setting in one sentence (exit status 2) instead of a traceback."""
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +17,71 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vit_rope.config import plain
 from vit_rope.errors import ConfigError, check_range
 from vit_rope.eval.results import ERROR_FILE, atomic_write_text
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the configs, shipped in the package
+
 
 def output_dir() -> Path:
     """The Hydra run directory of this job."""
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def config_groups(config_name: str) -> dict[str, list[str]]:
+    """The config groups that the primary config ``config_name`` composes (its defaults list,
+    Hydra's own left out), each with its options."""
+    import yaml
+
+    groups = {}
+    for entry in yaml.safe_load((CONF_DIR / f"{config_name}.yaml").read_text()).get("defaults", []):
+        if isinstance(entry, dict):
+            group = next(iter(entry)).split()[-1].split("@")[0]  # "optional data@x" -> "data"
+            if group != "hydra" and (CONF_DIR / group).is_dir():
+                options = (CONF_DIR / group).rglob("*.yaml")
+                groups[group] = sorted(p.relative_to(CONF_DIR / group).with_suffix("").as_posix() for p in options)
+    return groups
+
+
+@contextmanager
+def hydra_runtime(cfg: DictConfig) -> Iterator[DictConfig]:
+    """The task's config with Hydra's runtime set, also for a config composed in Python.
+
+    Under ``@hydra.main`` (no ``hydra`` node in ``cfg``) this is ``cfg`` itself. A config from
+    ``hydra.compose(..., return_hydra_config=True)`` gets what ``hydra.main`` would give it: the
+    run directory ``hydra.run.dir`` (made absolute, created, with ``.hydra/config.yaml``,
+    ``hydra.yaml`` and ``overrides.yaml`` as Hydra writes them) and ``${hydra:...}``
+    interpolations that resolve; the task sees the config without its ``hydra`` node, and the
+    global runtime is cleared afterwards so that a second composed run gets its own.
+    """
+    if "hydra" not in cfg:
+        if not HydraConfig.initialized():
+            raise ConfigError(
+                "A config composed in Python needs its hydra node for the run directory; compose it with "
+                "return_hydra_config=True (and hydra.run.dir=DIR to choose the directory)."
+            )
+        yield cfg
+        return
+    cfg = copy.deepcopy(cfg)
+    out = Path(os.path.abspath(str(cfg.hydra.run.dir)))
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out)
+    task_cfg = copy.deepcopy(cfg)
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+    hydra_dir = out / str(cfg.hydra.output_subdir or ".hydra")
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(task_cfg, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), hydra_dir / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), hydra_dir / "overrides.yaml")
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield task_cfg
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def instantiate_group(node: Any, group: str, **kwargs: Any) -> Any:

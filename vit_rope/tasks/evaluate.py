@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vit_rope.config import build_dataclass, plain
 from vit_rope.errors import ConfigError
@@ -18,7 +18,7 @@ from vit_rope.eval.loop import eval_mode, evaluate
 from vit_rope.eval.results import RESULTS_FILE, write_results
 from vit_rope.lit_module import ClassificationModule, OptimConfig
 from vit_rope.models import VisionTransformer, build_model_config, build_pos_embed
-from vit_rope.tasks.common import eval_trainer, instantiate_all, instantiate_group, output_dir
+from vit_rope.tasks.common import CONF_DIR, eval_trainer, instantiate_all, instantiate_group, output_dir
 from vit_rope.weights import checkpoint_weights, read_checkpoint
 
 
@@ -128,22 +128,18 @@ def run_evaluation(
     if trainer.is_global_zero:
         out = output_dir()
         write_results(out / RESULTS_FILE, run, rows)
-        _report(out, loggers)
+        _report(out, loggers, run, rows)
     return {"run": run, "metrics": rows}
 
 
-def _report(out: Path, loggers: list) -> None:
-    """Print the run's table and write its plot; log the plot to TensorBoard if it is a logger."""
-    from vit_rope.report import write_comparison
+def _report(out: Path, loggers: list, run: dict, rows: list[dict]) -> None:
+    """Print the run's table and write its plot; give the plot and the hyperparameters with
+    their top-1 to the loggers (:mod:`vit_rope.report.loggers`)."""
+    from vit_rope.report import collect_runs, comparison_figure, write_comparison
+    from vit_rope.report.loggers import log_report
 
-    png = write_comparison(out).get("png")
-    for lg in loggers:
-        writer = getattr(lg, "experiment", None)
-        if png and Path(png).is_file() and hasattr(writer, "add_image"):
-            import numpy as np
-            from PIL import Image
-
-            writer.add_image("eval/comparison", np.asarray(Image.open(png).convert("RGB")), dataformats="HWC")
+    write_comparison(out)
+    log_report(loggers, run, rows, comparison_figure(collect_runs(out)) if loggers else None)
 
 
 def _run_config(ckpt: str) -> DictConfig:
@@ -193,6 +189,27 @@ def _timm_source(cfg: DictConfig) -> tuple[DictConfig, Any, ClassificationModule
     return train_cfg, datamodule, ClassificationModule(model), {"weights": "last", "data_config": data_config}
 
 
+def _data_choice(cfg: DictConfig) -> str | None:
+    """``eval.py data=NAME``: the name, with ``cfg.data`` reduced to the keys set on the command
+    line (the group's file holds training defaults; the run's own data settings stay)."""
+    name = cfg.data.get("name")
+    if not name:
+        return None
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml"), resolve=False)
+    given = OmegaConf.to_container(cfg.data, resolve=False)
+    with open_dict(cfg):
+        cfg.data = {k: v for k, v in given.items() if k not in ("name", "_target_") and (k not in defaults or defaults[k] != v)}
+    return str(name)
+
+
+def _check_data_choice(chosen: str | None, expected: str | None, source: str) -> None:
+    if chosen is not None and chosen != expected:
+        raise ConfigError(
+            f"data={chosen} does not fit {source}, which is evaluated on data={expected}; drop data={chosen} "
+            "(data.root and the other data.* keys still change the data settings)."
+        )
+
+
 def evaluate_model(cfg: DictConfig) -> dict:
     """``eval.py``: evaluate a checkpoint, a run directory or a timm model."""
     sources = [k for k in ("ckpt_path", "run_dir", "timm_model") if cfg.get(k)]
@@ -203,11 +220,14 @@ def evaluate_model(cfg: DictConfig) -> dict:
         )
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
+    chosen = _data_choice(cfg)
     if cfg.get("timm_model"):
+        _check_data_choice(chosen, "imagefolder", f"timm_model={cfg.timm_model}")
         train_cfg, datamodule, module, extra = _timm_source(cfg)
     else:
         ckpt = resolve_checkpoint(cfg.get("ckpt_path") or cfg.get("run_dir"), sources[0])
         train_cfg = _run_config(ckpt)
+        _check_data_choice(chosen, train_cfg.data.get("name"), f"the checkpoint '{ckpt}'")
         train_cfg.data = _merge_data(train_cfg.data, cfg.data)
         datamodule = instantiate_group(train_cfg.data, "data")
         module = build_module(train_cfg, datamodule)
