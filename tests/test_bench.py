@@ -54,3 +54,34 @@ def test_bench_refuses_a_size_that_is_not_a_multiple_of_the_patch(capsys):
     with pytest.raises(SystemExit):
         bench_main(["--img-size", "40"])
     assert "multiples of the patch size 16" in capsys.readouterr().err
+
+
+def test_bench_real_images_writes_the_loader_numbers(tmp_path, capsys, one_thread, monkeypatch):
+    from tests.conftest import write_image_tree
+
+    monkeypatch.setenv("VIT_ROPE_NO_PROGRESS", "1")
+    root = write_image_tree(tmp_path / "images", per_class=6)
+    path = tmp_path / "bench.json"
+    args = ["--data", "imagefolder", "--root", str(root), "--img-size", "32", "--model", "vit_micro"]
+    args += ["--batch-size", "4", "--batches", "2", "--eval-batches", "1", "--num-workers", "0", "--json", str(path)]
+    bench_main([*args, "--cache", "none", "disk", "--cache-dir", str(tmp_path / "cache")])
+    assert "end_to_end_ratio" in capsys.readouterr().out
+    result = json.loads(path.read_text())
+    assert result["patch_size"] == 4 and result["eval_resolutions"] == [32, 48, 64]  # conf/model/vit_micro.yaml
+    assert (result["train_images"], result["val_images"]) == (18, 18)
+    for key in ("model_img_per_s", "data_img_per_s", "end_to_end_img_per_s", "end_to_end_ratio"):
+        assert result[key] > 0, key
+    assert [s["cache"] for s in result["settings"]] == ["none", "disk"]
+    for s in result["settings"]:
+        assert s["num_workers"] == 0 and s["end_to_end_ratio"] > 0 and s["data_img_per_s"] > 0
+        assert [e["resolution"] for e in s["eval"]] == [32, 48, 64]
+        assert all(e["img_per_s"] > 0 and e["seconds"] > 0 for e in s["eval"])
+        assert all(e["from_cache"] == (s["cache"] == "disk") for e in s["eval"])
+    assert result["settings"][1]["cache_mib"]["train"] > 0
+    assert result["end_to_end_ratio"] == result["settings"][-1]["end_to_end_ratio"]
+
+
+def test_bench_real_images_needs_a_root(capsys):
+    with pytest.raises(SystemExit):
+        bench_main(["--data", "imagefolder", "--img-size", "32"])
+    assert "--data imagefolder needs --root" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from PIL import Image
 from tests.conftest import data_defaults_off_yaml, write_image_tree
 from vit_rope.data.class_lists import CLASS_PRESETS
 from vit_rope.data.common import CorruptImageError, DataConfigError
-from vit_rope.data.imagefolder import ImageFolderDataModule
+from vit_rope.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule
 from vit_rope.errors import ConfigError
 
 CLASSES = ("cat", "dog", "eel")
@@ -301,3 +301,156 @@ def test_train_resolutions_skip_unreadable_files(big_tree, monkeypatch):
     )
     batches = _epoch(dm.train_dataloader(), 0)
     assert sum(len(y) for _, y in batches) == 23 and dm.num_skipped == 1
+
+
+# -- the decoded-image cache (data.cache) ----------------------------------------------------------
+
+
+@pytest.fixture
+def smooth_tree(tmp_path: Path) -> Path:
+    """root/{train,val}/{cat,dog,eel}/img{0..3}: 200x160 colour gradients, odd ones JPEG (so that
+    the cache decodes them in draft mode); red encodes the class and green the index."""
+    import numpy as np
+
+    root = tmp_path / "smooth"
+    yy, xx = np.mgrid[0:160, 0:200] / 160.0
+    for split in ("train", "val"):
+        for c, name in enumerate(CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(4):
+                arr = np.stack([80 * c + 60 * xx, 40 * i + 100 * yy, 200 - 50 * xx * yy], -1)
+                Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(
+                    d / f"img{i}.{'jpg' if i % 2 else 'png'}", quality=95
+                )
+    return root
+
+
+def _cached(root: Path, cache_dir: Path, **kw) -> ImageFolderDataModule:
+    return ImageFolderDataModule(
+        root, img_size=32, batch_size=12, num_workers=0, cache="disk", cache_dir=cache_dir, **kw
+    )
+
+
+@pytest.mark.parametrize("kind", ["ram", "disk"])
+def test_cache_gives_the_labels_and_nearly_the_pixels_of_the_files(smooth_tree, tmp_path, kind):
+    plain = ImageFolderDataModule(smooth_tree, img_size=32, batch_size=12, num_workers=0)
+    cached = ImageFolderDataModule(
+        smooth_tree, img_size=32, batch_size=12, num_workers=0, cache=kind, cache_dir=tmp_path / "c"
+    )
+    assert cached.cache_side("val") == 73  # int(2 * 32 / 0.875): the default evaluation's largest side
+    for res in (32, 48, 64):  # all served from the cache
+        (a, ya), (b, yb) = next(iter(plain.eval_dataloader(res))), next(iter(cached.eval_dataloader(res)))
+        assert type(cached._source("val", res)).__name__ == "CachedImages"
+        assert torch.equal(ya, yb) and a.shape == b.shape == (12, 3, res, res)
+        diff = (a - b).abs() * 0.229  # about [0, 1] pixel units; another file's image differs by > 0.15
+        assert diff.max() < 0.03 and diff.mean() < 0.005, (res, diff.max(), diff.mean())
+    assert type(cached._source("val", 80)).__name__ == "ClassSubsetFolder"  # needs 91 px: read from the files
+    x, y = next(iter(cached.train_dataloader()))
+    assert x.shape == (12, 3, 32, 32) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert sorted(y.tolist()) == sorted(ImageFolderDataModule(smooth_tree, num_workers=0)._dataset("train").targets)
+    assert (tmp_path / "c").exists() == (kind == "disk")
+
+
+def _cache_folders(cache_dir: Path, split: str = "val") -> list[str]:
+    return sorted(p.name for p in cache_dir.glob(f"{split}-*"))
+
+
+def test_disk_cache_is_reused_and_rebuilt_when_a_file_or_the_size_changes(smooth_tree, tmp_path):
+    import os
+
+    import numpy as np
+
+    cache_dir = tmp_path / "c"
+    _cached(smooth_tree, cache_dir).setup()
+    first = _cache_folders(cache_dir)
+    assert len(first) == 1 and _cache_folders(cache_dir, "train")
+    _cached(smooth_tree, cache_dir).setup()
+    assert _cache_folders(cache_dir) == first  # reused
+    # Replace a file (same name, another image, same mtime as before): a rebuild that holds the new pixels.
+    path = smooth_tree / "val" / "dog" / "img0.png"
+    mtime = path.stat().st_mtime_ns
+    Image.new("RGB", (200, 160), (255, 0, 0)).save(path)
+    os.utime(path, ns=(mtime, mtime + 10**9))
+    dm = _cached(smooth_tree, cache_dir)
+    x, y = next(iter(dm.eval_dataloader(32)))
+    second = _cache_folders(cache_dir)
+    assert len(second) == 1 and second != first  # the stale cache is gone
+    red = (torch.tensor([1.0, 0, 0]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    k = 4  # dog/img0: the first of label 1
+    assert y[k] == 1 and torch.allclose(x[k].mean((1, 2)), red, atol=0.05)
+    # Touch a file only: a new key too.
+    os.utime(smooth_tree / "val" / "cat" / "img1.jpg", ns=(mtime, mtime + 2 * 10**9))
+    _cached(smooth_tree, cache_dir).setup()
+    third = _cache_folders(cache_dir)
+    assert len(third) == 1 and third != second
+    # Another size (larger evaluation resolutions): another cache, beside the first.
+    dm = _cached(smooth_tree, cache_dir, cache_eval_resolutions=[32, 96])
+    assert dm.cache_side("val") == 109
+    dm.setup()
+    assert len(_cache_folders(cache_dir)) == 2 and any("-109px-" in n for n in _cache_folders(cache_dir))
+    assert not list(cache_dir.glob("*.tmp-*"))
+    assert np.load(next(cache_dir.glob("val-109px-*")) / "index.npz")["shapes"].min() > 0
+
+
+def test_cache_finds_corrupt_files_once_and_reports_them(smooth_tree, tmp_path, caplog):
+    bad = smooth_tree / "val" / "dog" / "img9.png"
+    bad.write_bytes(b"this is not a png")
+    cache_dir = tmp_path / "c"
+    with pytest.raises(CorruptImageError, match=re.escape(f"Image file '{bad}' cannot be read")):
+        _cached(smooth_tree, cache_dir).setup()
+    assert not _cache_folders(cache_dir) and not list(cache_dir.glob("*.tmp-*"))  # nothing half-written
+    dm = _cached(smooth_tree, cache_dir, skip_corrupt=True)
+    dm.setup()
+    lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert lines == [
+        f"Skipped 1 unreadable image file(s) in '{smooth_tree / 'val'}' (data.skip_corrupt=true): img9.png."
+    ]
+    for _ in range(2):
+        assert sum(len(y) for _, y in dm.eval_dataloader(32)) == 12
+    assert dm.num_skipped == 1
+    with pytest.raises(CorruptImageError, match=re.escape(str(bad))):  # the cache reused without skip_corrupt
+        _cached(smooth_tree, cache_dir).setup()
+
+
+def test_cache_dir_errors_are_one_sentence(smooth_tree, tmp_path, monkeypatch):
+    import errno
+
+    from vit_rope.data import cache
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(DataConfigError) as e:
+        _cached(smooth_tree, blocker / "cache")
+    assert str(e.value) == (
+        f"data.cache_dir '{blocker / 'cache'}' is not writable (NotADirectoryError: Not a directory); set "
+        "data.cache_dir to a folder you can write to, or set data.cache=ram to keep the decoded images in memory, "
+        "or data.cache=none."
+    )
+
+    def full(f, nbytes):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "_reserve", full)
+    cache_dir = tmp_path / "c"
+    with pytest.raises(DataConfigError) as e:
+        _cached(smooth_tree, cache_dir).setup()
+    assert "' is full; free space there, set data.cache_dir to a disk with room" in str(e.value)
+    assert str(e.value).startswith(f"The image cache for '{smooth_tree / 'val'}' needs ")
+    assert not list(cache_dir.iterdir())  # the partial build is removed
+    # A data folder that cannot be written: the user cache folder.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    real = cache._write_error
+    monkeypatch.setattr(cache, "_write_error", lambda d: OSError(13, "denied") if smooth_tree in d.parents else real(d))
+    assert ImageFolderDataModule(smooth_tree, cache="disk").cache_dir == tmp_path / "xdg" / "vit_rope"
+
+
+def test_cache_with_auto_augment_and_train_resolutions(smooth_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    dm = _cached(smooth_tree, tmp_path / "c", auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)
+    x, _ = next(iter(dm.train_dataloader()))  # timm's PIL pipeline on the cached images
+    assert x.shape == (12, 3, 32, 32) and torch.isfinite(x).all()
+    dm = _cached(smooth_tree, tmp_path / "c", patch_size=8, train_resolutions=[16, 32], re_prob=0.5)
+    assert dm.cache_side("train") == 39  # ceil(32 / sqrt(0.675))
+    sides = {next(iter(dm.train_dataloader()))[0].shape[-1] for _ in range(4)}
+    assert sides <= {16, 32}

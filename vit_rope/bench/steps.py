@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -71,6 +72,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def make_train_step(
+    model: nn.Module, device: torch.device, dtype: torch.dtype, compile: bool
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """A function ``step(x, y)`` that runs one train step (forward, backward, AdamW) on a batch."""
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    forward = torch.compile(model) if compile else model
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast:
+            loss = F.cross_entropy(forward(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)  # here rather than first: no idle gradients between turns
+
+    return step
+
+
+def timed(step: Callable[[], Any], device: torch.device) -> float:
+    """Seconds that one call of ``step`` takes, the device synchronised before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def make_step(
     model: nn.Module,
     mode: str,
@@ -82,19 +111,10 @@ def make_step(
     x, y = batch
     device = x.device
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    forward = torch.compile(model) if compile else model
     if mode == "train":
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step() -> None:
-            with autocast:
-                loss = F.cross_entropy(forward(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)  # here rather than first: no idle gradients between turns
-
-        return step
+        train = make_train_step(model, device, dtype, compile)
+        return lambda: train(x, y)
+    forward = torch.compile(model) if compile else model
     model.eval()
 
     def infer() -> None:
@@ -173,11 +193,7 @@ def run_group(args: argparse.Namespace, mode: str, size: int, device: torch.devi
         order = list(range(len(cands)))
         order = order[r % len(order) :] + order[: r % len(order)]  # no candidate always goes first
         for i in order:
-            _sync(device)
-            t0 = time.perf_counter()
-            steps[i]()
-            _sync(device)
-            times[i].append(time.perf_counter() - t0)
+            times[i].append(timed(steps[i], device))
 
     progress(f"{mode} at {size} px: peak memory")
     rows = []
