@@ -153,3 +153,93 @@ def _convert_state_dict(model: nn.Module, ours: VisionTransformer) -> dict[str, 
     if unknown:
         raise PositionConfigError(f"timm weights {unknown[:3]} have no counterpart here; this model does not convert.")
     return out
+
+
+# -- ours -> timm (export) ------------------------------------------------------------------------
+
+# The timm model family of each encoding timm has; the kwargs of :func:`timm_spec` set every size
+# and option, so the name only picks the family (VisionTransformer, or Eva with RoPE).
+TIMM_FAMILIES = {
+    "ape": "vit_base_patch16_224",
+    "rope_axial": "vit_base_patch16_rope_224",
+    "rope_mixed": "vit_base_patch16_rope_mixed_224",
+    "rope_axial_ape": "vit_base_patch16_rope_ape_224",
+    "rope_mixed_ape": "vit_base_patch16_rope_mixed_ape_224",
+}
+
+
+def _no_timm(what: str) -> PositionConfigError:
+    return PositionConfigError(
+        f"timm has no counterpart of {what}; export the model without it (python -m vit_rope.export CKPT --no-timm "
+        "writes model.safetensors only)."
+    )
+
+
+def timm_spec(model: VisionTransformer) -> tuple[str, dict]:
+    """The timm model name and kwargs that build the counterpart of ``model``
+    (``timm.create_model(name, pretrained=False, **kwargs)``); refused in one sentence where timm
+    has no counterpart."""
+    name = getattr(model, "encoding_name", None)
+    if not isinstance(model, VisionTransformer):
+        raise _no_timm(f"the {type(model).__name__} (text) model")
+    if name not in TIMM_FAMILIES:
+        raise _no_timm(f"pos_embed={name} (timm has ape, rope_axial, rope_mixed and their _ape forms)")
+    cfg, pos = model.cfg, model.pos
+    if cfg.logn_attention:
+        raise _no_timm("model.logn_attention=true")
+    kwargs: dict = dict(
+        img_size=list(model.img_size), patch_size=cfg.patch_size, in_chans=cfg.in_chans,
+        num_classes=model.num_classes, global_pool=cfg.global_pool, embed_dim=cfg.embed_dim, depth=cfg.depth,
+        num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, init_values=cfg.init_values,
+        class_token=cfg.class_token, drop_rate=cfg.drop_rate, proj_drop_rate=cfg.proj_drop_rate,
+        attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate, dynamic_img_size=True,
+    )  # fmt: skip
+    if name == "ape":
+        return TIMM_FAMILIES[name], {**kwargs, "reg_tokens": cfg.num_reg_tokens, "no_embed_class": False}
+    if pos.coords != "index":
+        raise _no_timm(f"pos_embed.coords={pos.coords} (timm's RoPE-ViT uses integer patch indices)")
+    if pos.rotate_fraction != 1.0:
+        raise _no_timm(f"pos_embed.rotate_fraction={pos.rotate_fraction} (partial RoPE)")
+    kwargs.update(
+        num_reg_tokens=cfg.num_reg_tokens, use_abs_pos_emb=name.endswith("_ape"), no_embed_class=True,
+        use_rot_pos_emb=True, rope_type="mixed" if pos.rotary == "mixed" else "cat",
+        rope_temperature=float(pos.base), rope_grid_indexing="xy",
+        rope_rotate_half=getattr(pos, "layout", "interleaved") == "half",
+        # timm.create_model drops None kwargs, so the RoPE-ViT names' init_values=1e-5 would
+        # stay: without LayerScale here, timm gets one with gamma = 1 (see to_timm_state_dict).
+        init_values=1.0 if cfg.init_values is None else cfg.init_values,
+    )  # fmt: skip
+    return TIMM_FAMILIES[name], kwargs
+
+
+def to_timm_state_dict(model: VisionTransformer) -> dict[str, torch.Tensor]:
+    """``model``'s weights under timm's names (the inverse of the key table above)."""
+    eva = model.encoding_name != "ape"  # RoPE-ViT models are timm's Eva
+    ours_to_timm = {v: k for k, v in TIMM_TO_OURS.items()}
+    block_to_timm = {v: k for k, v in EVA_BLOCK_TO_OURS.items()} if eva else {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("rope."):
+            if key == "rope.freqs":
+                out[key] = freqs_to_timm(value)
+            continue
+        parts = key.split(".")
+        inner = ".".join(parts[2:])
+        if parts[0] == "blocks" and inner in block_to_timm:
+            key = ".".join(parts[:2] + [block_to_timm[inner]])
+        out[ours_to_timm.get(key, key)] = value.contiguous()
+    if eva and model.cfg.init_values is None:  # LayerScale with gamma = 1 is the identity, exactly
+        for i in range(len(model.blocks)):
+            for name in EVA_BLOCK_TO_OURS:
+                out[f"blocks.{i}.{name}"] = torch.ones(model.embed_dim)
+    return out
+
+
+def to_timm(model: VisionTransformer) -> nn.Module:
+    """The timm model with ``model``'s weights (built with ``pretrained=False``, loaded strictly)."""
+    import timm
+
+    name, kwargs = timm_spec(model)
+    reference = timm.create_model(name, pretrained=False, **kwargs)
+    reference.load_state_dict(to_timm_state_dict(model), strict=True)
+    return reference.train(model.training)
