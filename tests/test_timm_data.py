@@ -40,3 +40,5 @@ def test_bad_data_config_values_are_named(image_tree):
         TimmImageFolderDataModule(mean=[0.5, 0.5], std=[0.5] * 3, root=str(image_tree))
     with pytest.raises(ConfigError, match=r"Unknown data\.interpolation 'lanczos9'"):
         TimmImageFolderDataModule(mean=[0.5] * 3, std=[0.5] * 3, interpolation="lanczos9", root=str(image_tree))
+    with pytest.raises(ConfigError, match=r"data\.cache=ram would normalise with ImageNet's mean and std"):
+        TimmImageFolderDataModule(mean=[0.5] * 3, std=[0.5] * 3, root=str(image_tree), cache="ram")

@@ -57,6 +57,11 @@ class TimmImageFolderDataModule(ImageFolderDataModule):
         self, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic", **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        if getattr(self, "cache", "none") != "none":  # the cached path normalises batches with ImageNet's mean/std
+            raise ConfigError(
+                f"data.cache={self.cache} would normalise with ImageNet's mean and std, not the model's; "
+                "evaluate timm models with data.cache=none."
+            )
         for key, value in (("mean", mean), ("std", std)):
             if len(value) != 3:
                 raise ConfigError(f"data.{key}={list(value)} needs one value per RGB channel; give three numbers.")
