@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from vit_rope.errors import ConfigError
@@ -56,13 +57,17 @@ def wandb_logger(project: str | None = None, offline: bool | None = None, **kwar
     return WandbLogger(project=project or "vit_rope", offline=project is None if offline is None else offline, **kwargs)
 
 
-def mlflow_logger(**kwargs: Any) -> MLFlowLogger:
+def mlflow_logger(tracking_uri: str | None = None, **kwargs: Any) -> MLFlowLogger:
     """A Lightning ``MLFlowLogger`` (its arguments); without a ``tracking_uri`` it writes a local
-    file store in ``save_dir``."""
+    file store in ``save_dir``. MLflow 3 refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE``
+    is set (it keeps them in maintenance mode), so that is set for this process when a file
+    store is used; a ``sqlite:///...`` or server ``tracking_uri`` is used as given."""
     _require("mlflow", "mlflow")
     from lightning.pytorch.loggers import MLFlowLogger
 
-    return MLFlowLogger(**kwargs)
+    if tracking_uri is None or tracking_uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(tracking_uri=tracking_uri, **kwargs)
 
 
 def hparams_of(run: dict) -> dict[str, Any]:
