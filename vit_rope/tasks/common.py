@@ -67,8 +67,12 @@ def hydra_runtime(cfg: DictConfig) -> Iterator[DictConfig]:
         return
     cfg = copy.deepcopy(cfg)
     out = Path(os.path.abspath(str(cfg.hydra.run.dir)))
+    task = [str(o) for o in cfg.hydra.overrides.task]
+    own = [o for o in task if o.lstrip("+~").startswith("hydra.")]  # the command line keeps these apart too
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.overrides.task = [o for o in task if o not in own]
+        cfg.hydra.overrides.hydra = [*cfg.hydra.overrides.hydra, *own]
     task_cfg = copy.deepcopy(cfg)
     with open_dict(task_cfg):
         del task_cfg["hydra"]
