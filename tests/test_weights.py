@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import TINY, compose_train, read_results, run_cli
+from tests.conftest import ROOT, TINY, compose_train, read_results, run_cli
 from tests.test_train import logged_scalars
 from vit_rope.errors import ConfigError
 from vit_rope.lit_module import ClassificationModule
@@ -46,22 +46,38 @@ def test_ema_run_logs_both_top1_saves_both_weights_and_evaluates_each(tmp_path):
     assert best_name.startswith("best-epoch") and (run / "checkpoints" / best_name).is_file()
 
 
+def train_in_python(run_dir, *overrides: str) -> None:
+    """train(cfg) on a config composed in Python, as a script or notebook would run it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    train(cfg)
+
+
+def nothing_of_ours_written(run_dir) -> bool:
+    """Only Hydra's own .hydra/ folder (written before any task code runs) may exist."""
+    return not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {".hydra"}
+
+
 @pytest.mark.parametrize("decay", [0.0, 1.0, 1.5, -0.1])
-def test_ema_decay_outside_0_1_is_refused_before_anything_is_written(decay):
-    cfg = compose_train("ema.enabled=true", f"ema.decay={decay}")
-    with pytest.raises(
-        ConfigError, match=r"ema\.decay=.* is out of range; set ema\.decay to a number in \(0\.0, 1\.0\)"
-    ):
-        train(cfg)  # raises before the run directory (which needs Hydra) is even asked for
+def test_ema_decay_outside_0_1_is_refused_before_anything_is_written(tmp_path, decay):
+    pattern = r"ema\.decay=.* is out of range; set ema\.decay to a number in \(0\.0, 1\.0\)"
+    with pytest.raises(ConfigError, match=pattern):
+        train_in_python(tmp_path / "run", "ema.enabled=true", f"ema.decay={decay}")
+    assert nothing_of_ours_written(tmp_path / "run")
 
 
-def test_eval_weights_ema_without_ema_is_refused_before_training():
-    with pytest.raises(ConfigError, match=r"eval\.weights=ema needs .* ema\.enabled=true"):
-        train(compose_train("eval.weights=ema"))
-    with pytest.raises(ConfigError, match=r"eval\.weights=best needs a ModelCheckpoint that monitors val/top1"):
-        train(compose_train("eval.weights=best", "~callbacks.best_checkpoint"))
-    with pytest.raises(ConfigError, match=r"Unknown eval\.weights 'newest'; choose one of last, best, ema"):
-        train(compose_train("eval.weights=newest"))
+def test_eval_weights_ema_or_best_that_cannot_work_is_refused_before_training(tmp_path):
+    cases = [
+        (["eval.weights=ema"], r"eval\.weights=ema needs .* ema\.enabled=true"),
+        (["eval.weights=best", "~callbacks.best_checkpoint"], r"eval\.weights=best needs a ModelCheckpoint .*val/top1"),
+        (["eval.weights=newest"], r"Unknown eval\.weights 'newest'; choose one of last, best, ema"),
+    ]
+    for i, (overrides, pattern) in enumerate(cases):
+        with pytest.raises(ConfigError, match=pattern):
+            train_in_python(tmp_path / str(i), *overrides)
+        assert nothing_of_ours_written(tmp_path / str(i))
 
 
 def test_checkpoint_without_ema_or_best_says_so(tmp_path):
