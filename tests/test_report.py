@@ -479,3 +479,13 @@ def test_a_sweep_over_another_setting_is_not_averaged_as_seeds(tmp_path: Path) -
     ]
     csv_text = paths["csv"].read_text()
     assert "optim.lr=1e-3 seed=0 pos_embed=rope_axial" in csv_text  # the overrides column
+
+
+def test_a_sweep_over_an_encoding_option_is_not_averaged_as_seeds(tmp_path: Path) -> None:
+    """pos_embed.base splits rows like any other setting; the pos_embed choice itself does not."""
+    for base_value, top1 in (("10", 70.0), ("100", 90.0)):
+        res = results("rope_axial", [metric(TRAIN_RES, "extrapolate", False, top1)], seed=0)
+        res["run"]["overrides"] = ["pos_embed=rope_axial", f"pos_embed.base={base_value}"]
+        make_job(tmp_path, f"b{base_value}", res["run"]["overrides"], res)
+    rows = table_rows(write_comparison(tmp_path, out_dir=tmp_path / "report", echo=False)["md"].read_text())
+    assert [r[0] for r in rows] == ["rope_axial (pos_embed.base=10)", "rope_axial (pos_embed.base=100)"]

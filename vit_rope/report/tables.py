@@ -157,14 +157,16 @@ class Table:
         return " · ".join(parts) + f", trained at {train_res}"
 
 
-NOT_A_VARIANT = ("seed", "pos_embed", "hydra.")  # override keys that never split a row
+# Override keys that never split a row: the seed, Hydra's own, and the encoding's group choice
+# (its name starts the label); an encoding option such as pos_embed.base does split rows.
+NOT_A_VARIANT = ("seed", "pos_embed", "hydra")
 
 
 def _override_items(run: RunResult) -> dict[str, str]:
     items = {}
     for o in run.overrides:
         key, sep, value = o.lstrip("+~").partition("=")
-        if sep and not key.startswith(NOT_A_VARIANT):
+        if sep and key not in NOT_A_VARIANT and not key.startswith("hydra."):
             items[key] = value
     return items
 
