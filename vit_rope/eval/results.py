@@ -18,7 +18,10 @@ existed lack it) holds the attention diagnostics of :mod:`vit_rope.eval.diagnost
 per layer, over the first ``eval.diagnostics_images`` validation samples: ``entropy`` is the
 mean attention entropy of the grid queries divided by ``log N`` (in [0, 1]), ``distance`` the
 mean attention-weighted distance to the grid keys in grid steps (patches, or tokens); it is
-``null`` for an n/a cell and when the diagnostics are off. Extra keys (per metric or in
+``null`` for an n/a cell and when the diagnostics are off. ``run`` may also hold ``weights``
+(``last``, ``best`` or ``ema``: which weights were evaluated), ``checkpoint`` (the file name they
+came from) and, for a timm model, ``data_config`` (its mean, std, interpolation and crop_pct);
+files written before these existed lack them. Extra keys (per metric or in
 ``run``) are allowed, so that a newer writer stays readable by an older reader.
 """
 
