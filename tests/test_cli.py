@@ -59,7 +59,11 @@ def test_eval_with_the_imagefolder_group(tmp_path: Path, image_tree: Path) -> No
     results = read_results(out)
     assert results["run"]["data"] == "imagefolder" and results["run"]["train_resolution"] == 32  # not the group's 224
     assert [m["n"] for m in results["metrics"]] == [12, 12]  # 3 classes x 4 val images
-    bad = run_cli("eval.py", f"ckpt_path={run}", "data=shapes", f"hydra.run.dir={tmp_path / 'bad'}", check=False)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: data=shapes does not fit the checkpoint")
-    assert "evaluated on data=imagefolder; drop data=shapes" in bad.stderr
+    from vit_rope.tasks.evaluate import evaluate_model
+
+    with initialize_config_module("vit_rope.conf", version_base="1.3"):
+        bad = compose("eval", overrides=[f"ckpt_path={run}", "data=shapes"])
+    with pytest.raises(ConfigError) as err:
+        evaluate_model(bad)  # refused before any data or weights are loaded
+    assert str(err.value).startswith(f"data=shapes does not fit the checkpoint '{run}/checkpoints/last.ckpt'")
+    assert "evaluated on data=imagefolder; drop data=shapes" in str(err.value)

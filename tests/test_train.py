@@ -173,6 +173,13 @@ def test_train_evaluates_at_2x_and_matches_logged_validation(tmp_path):
         if m["top1"] is not None:
             ref = rows[(32, strategy, logn)]["top1"]
             assert m["retention"] == pytest.approx(m["top1"] / ref, abs=1e-3)
+    # TensorBoard's HPARAMS: the run's overrides, and top-1 per resolution as its metrics
+    from tests.test_loggers import tensorboard_hparams
+
+    hparams, tags, scalars, _ = tensorboard_hparams(tmp_path / "tb")
+    assert hparams["model.embed_dim"] == 32 and hparams["pos_embed"] == "rope_axial"
+    assert tags == {f"hp/top1_{r}/{s}{'_logn' if g else ''}" for (r, s, g), m in rows.items() if m["top1"] is not None}
+    assert scalars["hp/top1_64/ntk_logn"] == pytest.approx(rows[(64, "ntk", True)]["top1"])
     # evaluating the checkpoint again through eval.py gives the same numbers
     again = tmp_path / "again"
     run_cli(
