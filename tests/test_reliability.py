@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import MODEL_TINY, TINY, read_results, run_cli
+from tests.conftest import MODEL_TINY, ROOT, TINY, read_results, run_cli
 
 FDR = ["debug=fast_dev_run", *TINY]
 FDR_IMAGES = ["debug=fast_dev_run", *MODEL_TINY, "model.patch_size=8", "data.num_workers=0"]
@@ -75,10 +75,10 @@ def test_head_dim_axial_cannot_split(tmp_path):
 def test_unknown_encoding_model_and_data_names(tmp_path):
     for override, group in [("pos_embed=rope2d", "pos_embed"), ("model=vit_huge", "model"), ("data=cifar", "data")]:
         proc = run_cli("train.py", *FDR, override, f"hydra.run.dir={tmp_path}", check=False)
-        # Hydra's own message: names the missing option and lists the available ones
-        assert_clear_error(
-            proc, f"Could not find '{group}/{override.split('=')[1]}'", f"Available options in '{group}'", status=1
-        )
+        # one sentence naming the value and the options, before Hydra starts (vit_rope.cli)
+        options = ", ".join(sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")))
+        assert_clear_error(proc, f"error: Unknown {group} '{override.split('=')[1]}'; choose one of {options}.")
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_unknown_strategy_is_refused_before_training(tmp_path):
