@@ -63,7 +63,20 @@ def test_bench_real_images_writes_the_loader_numbers(tmp_path, capsys, one_threa
     root = write_image_tree(tmp_path / "images", per_class=6)
     path = tmp_path / "bench.json"
     args = ["--data", "imagefolder", "--root", str(root), "--img-size", "32", "--model", "vit_micro"]
-    args += ["--batch-size", "4", "--batches", "2", "--eval-batches", "1", "--num-workers", "0", "--json", str(path)]
+    args += [
+        "--batch-size",
+        "4",
+        "--batches",
+        "2",
+        "--rounds",
+        "2",
+        "--eval-batches",
+        "1",
+        "--num-workers",
+        "0",
+        "--json",
+        str(path),
+    ]
     bench_main([*args, "--cache", "none", "disk", "--cache-dir", str(tmp_path / "cache")])
     assert "end_to_end_ratio" in capsys.readouterr().out
     result = json.loads(path.read_text())
@@ -73,7 +86,7 @@ def test_bench_real_images_writes_the_loader_numbers(tmp_path, capsys, one_threa
         assert result[key] > 0, key
     assert [s["cache"] for s in result["settings"]] == ["none", "disk"]
     for s in result["settings"]:
-        assert s["num_workers"] == 0 and s["end_to_end_ratio"] > 0 and s["data_img_per_s"] > 0
+        assert s["num_workers"] == 0 and s["end_to_end_ratio"] > 0 and s["data_img_per_s"] > 0 < s["model_img_per_s"]
         assert [e["resolution"] for e in s["eval"]] == [32, 48, 64]
         assert all(e["img_per_s"] > 0 and e["seconds"] > 0 for e in s["eval"])
         assert all(e["from_cache"] == (s["cache"] == "disk") for e in s["eval"])

@@ -103,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     d.add_argument("--threads-per-worker", type=int, default=1)
     d.add_argument("--batches", type=int, default=20, help="timed training batches per phase")
+    d.add_argument("--rounds", type=int, default=4, help="model-only / end-to-end blocks per setting")
     d.add_argument("--eval-batches", type=int, default=4, help="timed evaluation batches per resolution; 0: all")
     d.add_argument("--eval-batch-size", type=int, default=128)
     d.add_argument("--eval-resolutions", nargs="+", type=int, default=None, help="default 1x, 1.5x, 2x --img-size")
@@ -117,8 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"image sizes must be multiples of the patch size 16; got {args.img_size} and {args.eval_size}")
     if args.data is not None and not args.root:
         p.error("--data imagefolder needs --root, a folder with train/ and val/ class folders")
-    if min(args.steps, args.batch_size, args.batches, args.eval_batch_size, args.threads_per_worker) < 1:
-        p.error("--steps, --batch-size, --batches, --eval-batch-size and --threads-per-worker must be at least 1")
+    if min(args.steps, args.batch_size, args.batches, args.rounds, args.eval_batch_size, args.threads_per_worker) < 1:
+        p.error("--steps, --batch-size, --batches, --rounds, --eval-batch-size, --threads-per-worker must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     return args
@@ -188,7 +189,17 @@ def _main_data(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
     except ConfigError as e:  # a bad root, class list or cache folder: one sentence, status 2
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    keys = ("model", "img_size", "batch_size", "batches", "eval_batches", "eval_batch_size", "device", "dtype")
+    keys = (
+        "model",
+        "img_size",
+        "batch_size",
+        "batches",
+        "rounds",
+        "eval_batches",
+        "eval_batch_size",
+        "device",
+        "dtype",
+    )
     config = {k: getattr(args, k) for k in keys}
     config.update(
         data=args.data,

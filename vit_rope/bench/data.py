@@ -1,12 +1,13 @@
 """``python -m vit_rope.bench --data imagefolder --root DIR``: where the time of training on real
 images goes, for one model and each loader setting (``--cache`` x ``--num-workers``), in one run.
 
-- ``model``: train steps (forward, backward, AdamW) on random tensors of the batch's shape,
-  measured before and after the loader settings and pooled, so that a change of load hits both;
+- ``model``: train steps (forward, backward, AdamW) on random tensors of the batch's shape;
 - ``data``: the training loader alone (decode or cache read, augmentation, collation, workers),
   through the real :class:`~vit_rope.data.imagefolder.ImageFolderDataModule`;
 - ``end to end``: the same loader feeding the same train step; ``end_to_end_ratio`` is its
-  images/s over the model's (1.0: the loader keeps up);
+  images/s over the model's (1.0: the loader keeps up). For each setting, model-only and
+  end-to-end batches alternate in ``--rounds`` blocks and the ratio uses that setting's own
+  model-only batches, so that a change of machine load hits both (a shared CPU is noisy);
 - ``eval``: per resolution, the evaluation loader plus a forward under ``inference_mode``, with
   the time one evaluation cell (the whole validation set) takes at that rate.
 
@@ -50,7 +51,7 @@ def _rate(images: int, seconds: list[float]) -> float:
 
 
 def _phase(name: str, turns: int, call: Callable[[], None], device: torch.device) -> list[float]:
-    progress(f"{name}: {turns} batches")
+    progress(f"{name}: {turns} timed batches")
     call()  # untimed: workers start, first compilation
     return [timed(call, device) for _ in range(turns)]
 
@@ -70,7 +71,8 @@ def run_data_bench(args: argparse.Namespace, device: torch.device, dtype: torch.
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g).to(device)
     y = torch.randint(0, first.num_classes, (args.batch_size,), generator=g).to(device)
-    model_s = _phase("model only", args.batches, lambda: train(x, y), device)
+    train(x, y)  # warm-up (and compilation)
+    model_s: list[float] = []
 
     settings = []
     for cache, workers in itertools.product(args.cache, args.num_workers):
@@ -99,7 +101,14 @@ def run_data_bench(args: argparse.Namespace, device: torch.device, dtype: torch.
             xb, yb = next(it)
             train(xb.to(device, non_blocking=True), yb.to(device, non_blocking=True))
 
-        e2e_s = _phase(f"{label}: end to end", args.batches, end_to_end, device)
+        per_block = math.ceil(args.batches / args.rounds)
+        progress(f"{label}: model only and end to end in turn, {args.rounds} x {per_block} timed batches each")
+        end_to_end()  # untimed: workers start
+        e2e_s, own_model_s = [], []
+        for _ in range(args.rounds):  # model-only and end-to-end blocks in turn
+            own_model_s += [timed(lambda: train(x, y), device) for _ in range(per_block)]
+            e2e_s += [timed(end_to_end, device) for _ in range(per_block)]
+        model_s += own_model_s
         evals = [_eval_row(model, dm, res, args, device, dtype, label) for res in resolutions]
         model.train()
         settings.append(
@@ -112,13 +121,12 @@ def run_data_bench(args: argparse.Namespace, device: torch.device, dtype: torch.
                 "cache_side": {s: dm.cache_side(s) for s in dm._stores},
                 "data_img_per_s": _rate(args.batch_size, data_s),
                 "end_to_end_img_per_s": _rate(args.batch_size, e2e_s),
+                "model_img_per_s": _rate(args.batch_size, own_model_s),
+                "end_to_end_ratio": _rate(args.batch_size, e2e_s) / _rate(args.batch_size, own_model_s),
                 "eval": evals,
             }
         )
-    model_s += _phase("model only (again)", args.batches, lambda: train(x, y), device)
     model_rate = _rate(args.batch_size, model_s)
-    for s in settings:
-        s["end_to_end_ratio"] = s["end_to_end_img_per_s"] / model_rate
     last = settings[-1]
     return {
         "model_img_per_s": model_rate,
@@ -181,9 +189,21 @@ def print_data_table(result: dict) -> None:
         f"{cfg['device_name']} ({cfg['threads']} threads); {result['train_images']} train and "
         f"{result['val_images']} val images; {cfg['batches']} timed batches per phase"
     )
-    console.print(f"model only (train step on random tensors): {result['model_img_per_s']:.1f} img/s")
+    console.print(
+        f"model only (train step on random tensors), all settings pooled: {result['model_img_per_s']:.1f} img/s"
+    )
     table = Table()
-    for col in ("cache", "workers", "setup s", "cache MiB", "data img/s", "end-to-end img/s", "end_to_end_ratio"):
+    cols = (
+        "cache",
+        "workers",
+        "setup s",
+        "cache MiB",
+        "data img/s",
+        "model img/s",
+        "end-to-end img/s",
+        "end_to_end_ratio",
+    )
+    for col in cols:
         table.add_column(col, justify="left" if col == "cache" else "right")
     for s in result["settings"]:
         table.add_row(
@@ -192,6 +212,7 @@ def print_data_table(result: dict) -> None:
             f"{s['setup_s']:.1f}",
             " + ".join(f"{v:.0f}" for v in s["cache_mib"].values()) or "-",
             f"{s['data_img_per_s']:.1f}",
+            f"{s['model_img_per_s']:.1f}",
             f"{s['end_to_end_img_per_s']:.1f}",
             f"{s['end_to_end_ratio']:.3f}",
         )

@@ -19,6 +19,7 @@ reported in one warning and stored as empty images (:attr:`ImageStore.bad`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -26,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,9 @@ def _load(folder: Path, n: int) -> ImageStore | None:
 
 def _remove_stale(cache_dir: Path, prefix: str, keep: str) -> None:
     """Older caches of the same split, side and selection, and builds whose process is gone."""
+    for lock in (cache_dir / ".locks").glob(prefix + "*.lock"):
+        if lock.name != keep + ".lock":
+            lock.unlink(missing_ok=True)
     for other in cache_dir.glob(prefix + "*"):
         name = other.name
         if name == keep:
@@ -131,13 +135,44 @@ def _remove_stale(cache_dir: Path, prefix: str, keep: str) -> None:
         shutil.rmtree(other, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (released when the process ends, even by a kill), so
+    that of several processes (DDP ranks, parallel jobs) one builds a cache and the others wait
+    and reuse it; no lock where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def build_on_disk(
     samples: Sequence[tuple[str, int]], split_dir: Path, side: int, skip_corrupt: bool, cache_dir: Path, selection: str
 ) -> ImageStore:
     """The disk cache of ``samples``: reused if a finished one matches, else built atomically."""
-    what = str(split_dir)
     prefix, name = cache_names(split_dir, samples, side, selection)
-    final = cache_dir / name
+    (cache_dir / ".locks").mkdir(exist_ok=True)
+    with _lock(cache_dir / ".locks" / f"{name}.lock"):
+        return _build_on_disk(samples, split_dir, side, skip_corrupt, cache_dir, prefix, name)
+
+
+def _build_on_disk(
+    samples: Sequence[tuple[str, int]],
+    split_dir: Path,
+    side: int,
+    skip_corrupt: bool,
+    cache_dir: Path,
+    prefix: str,
+    name: str,
+) -> ImageStore:
+    what, final = str(split_dir), cache_dir / name
     store = _load(final, len(samples))
     if store is not None:
         report(store, samples, what, None)
