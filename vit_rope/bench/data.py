@@ -210,7 +210,7 @@ def print_data_table(result: dict) -> None:
             s["cache"],
             str(s["num_workers"]),
             f"{s['setup_s']:.1f}",
-            " + ".join(f"{v:.0f}" for v in s["cache_mib"].values()) or "-",
+            " + ".join(f"{v:.1f}" for v in s["cache_mib"].values()) or "-",
             f"{s['data_img_per_s']:.1f}",
             f"{s['model_img_per_s']:.1f}",
             f"{s['end_to_end_img_per_s']:.1f}",
