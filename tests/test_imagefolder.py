@@ -178,6 +178,11 @@ WHOLE = "a whole number"
         (dict(re_prob=-0.1), "data.re_prob=-0.1 is out of range; set data.re_prob to a number in [0, 1]."),
         (dict(re_prob=1.5), "data.re_prob=1.5 is out of range; set data.re_prob to a number in [0, 1]."),
         (dict(skip_corrupt="yes"), "Unknown data.skip_corrupt 'yes'; choose one of True, False."),
+        (dict(cache="fast"), "Unknown data.cache 'fast'; choose one of none, ram, disk."),
+        (
+            dict(threads_per_worker=0),
+            f"data.threads_per_worker=0 is out of range; set data.threads_per_worker to {WHOLE} in [1, inf).",
+        ),
         (dict(patch_size=0), f"data.patch_size=0 is out of range; set data.patch_size to {WHOLE} in [1, inf)."),
         (
             dict(img_size=36, patch_size=8),
@@ -454,3 +459,29 @@ def test_cache_with_auto_augment_and_train_resolutions(smooth_tree, tmp_path, mo
     assert dm.cache_side("train") == 39  # ceil(32 / sqrt(0.675))
     sides = {next(iter(dm.train_dataloader()))[0].shape[-1] for _ in range(4)}
     assert sides <= {16, 32}
+
+
+class _ThreadCount(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        return torch.get_num_threads()
+
+
+def test_threads_per_worker_reach_the_workers(tree):
+    dm = ImageFolderDataModule(tree, num_workers=1, threads_per_worker=2)
+    assert torch.cat(list(dm._loader(_ThreadCount(), 2))).tolist() == [2, 2]  # PyTorch's own default is 1
+
+
+def test_default_workers_follow_the_measurement(monkeypatch):
+    import os
+
+    from vit_rope.data.common import default_num_workers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for cpus, workers in ((1, 0), (2, 0), (4, 2), (16, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _, cpus=cpus: set(range(cpus)), raising=False)
+        assert default_num_workers() == workers, cpus
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_num_workers() == 8
