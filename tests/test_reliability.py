@@ -73,12 +73,22 @@ def test_head_dim_axial_cannot_split(tmp_path):
 
 
 def test_unknown_encoding_model_and_data_names(tmp_path):
-    for override, group in [("pos_embed=rope2d", "pos_embed"), ("model=vit_huge", "model"), ("data=cifar", "data")]:
-        proc = run_cli("train.py", *FDR, override, f"hydra.run.dir={tmp_path}", check=False)
-        # one sentence naming the value and the options, before Hydra starts (vit_rope.cli)
+    """One sentence naming the value and the options, before Hydra starts (vit_rope.cli): through
+    the command line once, then the same check in-process for the other groups."""
+    from vit_rope.cli import check_group_options
+    from vit_rope.errors import ConfigError
+
+    def expected(group: str, value: str) -> str:
         options = ", ".join(sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")))
-        assert_clear_error(proc, f"error: Unknown {group} '{override.split('=')[1]}'; choose one of {options}.")
-        assert len(proc.stderr.strip().splitlines()) == 1
+        return f"Unknown {group} '{value}'; choose one of {options}."
+
+    proc = run_cli("train.py", *FDR, "pos_embed=rope2d", f"hydra.run.dir={tmp_path}", check=False)
+    assert_clear_error(proc, "error: " + expected("pos_embed", "rope2d"))
+    assert len(proc.stderr.strip().splitlines()) == 1
+    for override, group in [("model=vit_huge", "model"), ("data=cifar", "data"), ("pos_embed=ape,rope2d", "pos_embed")]:
+        with pytest.raises(ConfigError) as err:
+            check_group_options("train", ["-m", override] if "," in override else [override])
+        assert str(err.value) == expected(group, override.split("=")[1].split(",")[-1])
 
 
 def test_unknown_strategy_is_refused_before_training(tmp_path):
