@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 from torch.utils.data import Dataset, default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -26,8 +28,6 @@ from torchvision.transforms import v2
 from vit_rope.data.folder_dataset import UnreadableImage, collate_skip_unreadable
 from vit_rope.data.image_store import ImageStore
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BICUBIC = v2.InterpolationMode.BICUBIC
 
 
