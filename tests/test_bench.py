@@ -98,3 +98,28 @@ def test_bench_real_images_needs_a_root(capsys):
     with pytest.raises(SystemExit):
         bench_main(["--data", "imagefolder", "--img-size", "32"])
     assert "--data imagefolder needs --root" in capsys.readouterr().err
+
+
+# -- the plain timm yardstick (python -m vit_rope.bench.timm_baseline) -----------------------------
+
+
+def test_timm_baseline_trains_timm_vit_and_reports_top1_on_val(image_tree, tmp_path, capsys, one_thread):
+    from vit_rope.bench.timm_baseline import main as baseline_main
+
+    path = tmp_path / "baseline.json"
+    small = ["--embed-dim", "16", "--depth", "1", "--num-heads", "2", "--batch-size", "4"]
+    result = baseline_main(["--root", str(image_tree), "--img-size", "16", "--epochs", "1", *small, "--json", str(path)])
+    assert json.loads(path.read_text()) == result
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    # 3 classes x 4 images in each split (conftest.write_image_tree); top-1 is a count out of 12
+    assert (result["classes"], result["train_images"], result["n"]) == (3, 12, 12)
+    correct = result["top1"] * 12 / 100
+    assert abs(correct - round(correct)) < 1e-3
+
+
+def test_timm_baseline_names_a_missing_val_folder(tmp_path):
+    from vit_rope.bench.timm_baseline import main as baseline_main
+
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"has no val/ folder; give a folder with train/ and val/"):
+        baseline_main(["--root", str(tmp_path)])
