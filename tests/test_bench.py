@@ -108,7 +108,9 @@ def test_timm_baseline_trains_timm_vit_and_reports_top1_on_val(image_tree, tmp_p
 
     path = tmp_path / "baseline.json"
     small = ["--embed-dim", "16", "--depth", "1", "--num-heads", "2", "--batch-size", "4"]
-    result = baseline_main(["--root", str(image_tree), "--img-size", "16", "--epochs", "1", *small, "--json", str(path)])
+    result = baseline_main(
+        ["--root", str(image_tree), "--img-size", "16", "--epochs", "1", *small, "--json", str(path)]
+    )
     assert json.loads(path.read_text()) == result
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     # 3 classes x 4 images in each split (conftest.write_image_tree); top-1 is a count out of 12

@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_set = ImageFolder(
         str(train_dir),
-        create_transform(
-            args.img_size, is_training=True, scale=tuple(args.rrc_scale), hflip=0.5, color_jitter=None
-        ),
+        create_transform(args.img_size, is_training=True, scale=tuple(args.rrc_scale), hflip=0.5, color_jitter=None),
     )
     val_set = ImageFolder(str(val_dir), create_transform(args.img_size, is_training=False, crop_pct=0.875))
     if train_set.classes != val_set.classes:
