@@ -477,7 +477,7 @@ def test_threads_per_worker_reach_the_workers(tree):
 def test_default_workers_follow_the_measurement(monkeypatch):
     import os
 
-    from vit_rope.data.common import default_num_workers
+    from vit_rope.data.loaders import default_num_workers
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for cpus, workers in ((1, 0), (2, 0), (4, 2), (16, 2)):

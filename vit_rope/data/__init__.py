@@ -6,17 +6,15 @@ Each concept lives in its own module; the names below are re-exported so that
 """
 
 from vit_rope.data.class_lists import CLASS_PRESETS, IMAGENET100, IMAGENETTE, IMAGEWOOF, resolve_classes
-from vit_rope.data.common import (
-    MODES,
-    CorruptImageError,
-    DataConfigError,
+from vit_rope.data.common import MODES, CorruptImageError, DataConfigError
+from vit_rope.data.folder_dataset import ClassSubsetFolder, UnreadableImage, collate_skip_unreadable
+from vit_rope.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule, eval_transform
+from vit_rope.data.loaders import (
     EpochShuffleSampler,
     MultiResolutionDataset,
     ResolutionBatchSampler,
     default_num_workers,
 )
-from vit_rope.data.folder_dataset import ClassSubsetFolder, UnreadableImage, collate_skip_unreadable
-from vit_rope.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule, eval_transform
 from vit_rope.data.sequences import MARKER_A, MARKER_B, SequenceConfig, SequenceDataModule, SequenceDataset
 from vit_rope.data.shapes import ShapesDataModule, ShapesDataset
 from vit_rope.data.shapes_scenes import SHAPES_MEAN, SHAPES_STD, ShapeScenes, ShapesConfig, render_scenes, sample_scene

@@ -27,16 +27,16 @@ from vit_rope.data.cached_folder import (
     train_transform_uint8,
 )
 from vit_rope.data.class_lists import resolve_classes
-from vit_rope.data.common import (
-    DataConfigError,
+from vit_rope.data.common import DataConfigError
+from vit_rope.data.folder_dataset import ClassSubsetFolder, collate_skip_unreadable
+from vit_rope.data.image_store import ImageStore
+from vit_rope.data.loaders import (
     MultiResolutionDataset,
     check_loader_options,
     check_train_resolutions,
     make_loader,
     set_worker_threads,
 )
-from vit_rope.data.folder_dataset import ClassSubsetFolder, collate_skip_unreadable
-from vit_rope.data.image_store import ImageStore
 from vit_rope.errors import check_choice, check_divisible, check_range
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         max_per_class: At most this many images per class and split (the first in sorted
             order), a whole number >= 1, or ``None`` for all.
         batch_size: Per step and device (also for evaluation unless ``eval_dataloader`` is given one).
-        num_workers: Loader workers; ``None`` picks :func:`~vit_rope.data.common.default_num_workers`.
+        num_workers: Loader workers; ``None`` picks :func:`~vit_rope.data.loaders.default_num_workers`.
         crop_pct: Evaluation centre-crop fraction in (0, 1], fixed across resolutions.
         auto_augment: timm AutoAugment / RandAugment policy string (e.g. ``rand-m9-mstd0.5-inc1``) or ``None``.
         re_prob: Random-erasing probability in [0, 1].

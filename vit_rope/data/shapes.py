@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vit_rope.data.common import DataConfigError, Size, as_hw, check_train_resolutions
+from vit_rope.data.common import DataConfigError, Size, as_hw
+from vit_rope.data.loaders import check_train_resolutions
 from vit_rope.data.shapes_scenes import (
     SHAPES_MEAN,
     SHAPES_STD,

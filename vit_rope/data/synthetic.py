@@ -12,15 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vit_rope.data.common import (
-    MODES,
-    MultiResolutionDataset,
-    as_hw,
-    build_config,
-    check_loader_options,
-    check_mode,
-    make_loader,
-)
+from vit_rope.data.common import MODES, as_hw, build_config, check_mode
+from vit_rope.data.loaders import MultiResolutionDataset, check_loader_options, make_loader
 from vit_rope.errors import check_choice, check_range
 
 
@@ -108,7 +101,7 @@ class SyntheticDataModule(L.LightningDataModule):
     Args:
         num_train, num_val: Number of training / validation samples (``data.num_train``, ``data.num_val``).
         batch_size: Per step, also for evaluation unless ``eval_dataloader`` is given one.
-        num_workers: Loader workers; ``None`` picks :func:`~vit_rope.data.common.default_num_workers`.
+        num_workers: Loader workers; ``None`` picks :func:`~vit_rope.data.loaders.default_num_workers`.
         seed: Selects the samples (``data.seed``, a whole number >= 0).
         mode: Default ``eval_dataloader`` mode, ``zoom`` or ``canvas``.
     """
