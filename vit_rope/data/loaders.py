@@ -207,27 +207,17 @@ def make_loader(
     (e.g. :func:`set_worker_threads`)."""
     # A last partial training batch adds noise and, under DDP, uneven steps.
     drop_last = shuffle and len(dataset) > batch_size
-    if resolutions is None:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=EpochShuffleSampler(len(dataset)) if shuffle else None,
-            drop_last=drop_last,
-            num_workers=num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=persistent and num_workers > 0,
-            collate_fn=collate_fn,
-            worker_init_fn=worker_init_fn,
-        )
-    if not shuffle or not isinstance(dataset, MultiResolutionDataset):
-        raise ValueError("make_loader: resolutions are for a shuffled MultiResolutionDataset (a training loader)")
-    batches = ResolutionBatchSampler(EpochShuffleSampler(len(dataset)), batch_size, drop_last, resolutions, seed)
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
+    workers = dict(
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=persistent and num_workers > 0,
         collate_fn=collate_fn,
         worker_init_fn=worker_init_fn,
     )
+    if resolutions is None:
+        sampler = EpochShuffleSampler(len(dataset)) if shuffle else None
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **workers)
+    if not shuffle or not isinstance(dataset, MultiResolutionDataset):
+        raise ValueError("make_loader: resolutions are for a shuffled MultiResolutionDataset (a training loader)")
+    batches = ResolutionBatchSampler(EpochShuffleSampler(len(dataset)), batch_size, drop_last, resolutions, seed)
+    return DataLoader(dataset, batch_sampler=batches, **workers)
