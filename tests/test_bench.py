@@ -125,3 +125,12 @@ def test_timm_baseline_names_a_missing_val_folder(tmp_path):
     (tmp_path / "train" / "cat").mkdir(parents=True)
     with pytest.raises(SystemExit, match=r"has no val/ folder; give a folder with train/ and val/"):
         baseline_main(["--root", str(tmp_path)])
+
+
+def test_timm_baseline_names_a_split_without_class_folders(tmp_path):
+    from vit_rope.bench.timm_baseline import main as baseline_main
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(SystemExit, match=r"give train/ and val/ one folder of images per class"):
+        baseline_main(["--root", str(tmp_path)])

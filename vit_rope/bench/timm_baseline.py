@@ -72,11 +72,16 @@ def main(argv: list[str] | None = None) -> dict:
     train_dir, val_dir = _folders(Path(args.root))
     torch.manual_seed(args.seed)
 
-    train_set = ImageFolder(
-        str(train_dir),
-        create_transform(args.img_size, is_training=True, scale=tuple(args.rrc_scale), hflip=0.5, color_jitter=None),
-    )
-    val_set = ImageFolder(str(val_dir), create_transform(args.img_size, is_training=False, crop_pct=0.875))
+    try:
+        train_set = ImageFolder(
+            str(train_dir),
+            create_transform(
+                args.img_size, is_training=True, scale=tuple(args.rrc_scale), hflip=0.5, color_jitter=None
+            ),
+        )
+        val_set = ImageFolder(str(val_dir), create_transform(args.img_size, is_training=False, crop_pct=0.875))
+    except FileNotFoundError as e:  # torchvision: no class folder, or a class folder without images
+        sys.exit(f"--root {args.root}: {str(e).rstrip('.')}; give train/ and val/ one folder of images per class.")
     if train_set.classes != val_set.classes:
         sys.exit(f"train/ and val/ under {args.root} hold different class folders; give both the same ones.")
     gen = torch.Generator().manual_seed(args.seed)
