@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
+from torch.nn import functional as F
 
 from vit_rope.errors import PositionConfigError
 from vit_rope.extrapolate import check_strategy
@@ -25,12 +26,24 @@ class LearnedPosEmbed(nn.Module):
         cls_slot: Whether the table also has entries for the prefix tokens (timm's ViT) or
             only for the grid (DeiT-III, RoPE-ViT ``*_ape``).
         init_std: Std of the normal init; timm's ViT uses 0.02.
+        perturb_zoom: Training-time position perturbation (ComRoPE's for APE): for each training
+            batch the table is resampled to a grid up to ``perturb_zoom`` times larger and a random
+            window of the training grid's size is kept (:meth:`perturbed`). A test at ``s`` times
+            the training grid reads the table resampled by ``s``, so training has seen such
+            tables, at a random offset. 1 = off.
     """
 
     def __init__(
-        self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, cls_slot: bool, init_std: float = 0.02
+        self,
+        embed_dim: int,
+        train_grid: Sequence[int],
+        num_prefix_tokens: int,
+        cls_slot: bool,
+        init_std: float = 0.02,
+        perturb_zoom: float = 1.0,
     ):
         super().__init__()
+        self.perturb_zoom = float(perturb_zoom)
         self.train_grid = tuple(int(g) for g in train_grid)
         self.num_slots = num_prefix_tokens if cls_slot else 0
         num = self.num_slots + math.prod(self.train_grid)
@@ -53,9 +66,28 @@ class LearnedPosEmbed(nn.Module):
             num_prefix_tokens=self.num_slots,
         )
 
+    def perturbed(self, grid: tuple[int, ...]) -> torch.Tensor:
+        """Training-time perturbation, one draw per batch: the table resampled (as at test time) to
+        a grid ``z`` times larger, ``z`` log-uniform in ``[1, perturb_zoom]`` and each side rounded
+        to whole cells, of which a window of ``grid``'s size at a uniformly drawn offset is kept."""
+        zoom = math.exp(torch.rand(()).item() * math.log(self.perturb_zoom))
+        big = tuple(max(g, round(g * zoom)) if g > 1 else g for g in grid)  # a sequence's single row stays
+        offsets = [int(torch.randint(b - g + 1, ())) for b, g in zip(big, grid, strict=True)]
+        return self.window(big, offsets, grid)
+
+    def window(self, big: tuple[int, ...], offsets: Sequence[int], grid: tuple[int, ...]) -> torch.Tensor:
+        """The table at grid ``big`` (:meth:`table`), cut to the ``grid``-sized window that starts at
+        ``offsets`` (one per axis); prefix slots are kept."""
+        table = self.table(big)
+        cells = table[:, self.num_slots :].unflatten(1, big)
+        for axis, (o, g) in enumerate(zip(offsets, grid, strict=True)):
+            cells = cells.narrow(1 + axis, o, g)
+        return torch.cat([table[:, : self.num_slots], cells.flatten(1, -2)], dim=1)
+
     def forward(self, tokens: torch.Tensor, prefix: torch.Tensor | None, grid: Sequence[int]) -> torch.Tensor:
         """Add the table to the grid tokens ``(B, N, D)`` and put ``prefix`` in front."""
-        table = self.table(grid)
+        grid = tuple(int(g) for g in grid)
+        table = self.perturbed(grid) if self.training and self.perturb_zoom > 1 else self.table(grid)
         if self.num_slots:  # timm ViT: concatenate first, then add (the prefix has its own slots)
             return torch.cat([prefix, tokens], dim=1) + table
         tokens = tokens + table

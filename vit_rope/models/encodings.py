@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from vit_rope.config import build_dataclass
-from vit_rope.errors import PositionConfigError
+from vit_rope.errors import PositionConfigError, check_range
 from vit_rope.extrapolate import strategy_applies
 from vit_rope.layers.abs_pos import LearnedPosEmbed, SinCosPosEmbed
 from vit_rope.layers.rope_embed import Rotary, RotarySettings
@@ -97,11 +97,28 @@ class NoPosEmbed(PosEmbedConfig):
 
 @dataclass(frozen=True)
 class LearnedAPE(PosEmbedConfig):
-    """Learned absolute table, bicubic-resampled at other grids (timm)."""
+    """Learned absolute table, bicubic-resampled at other grids (timm).
+
+    ``perturb_zoom`` > 1 turns on training-time position perturbation: each training batch reads
+    the table resampled to a grid up to that many times larger, at a random offset
+    (:meth:`vit_rope.layers.abs_pos.LearnedPosEmbed.perturbed`); 1 = off.
+    """
 
     name: str = "ape"
+    perturb_zoom: float = 1.0
     absolute_kind: ClassVar[str | None] = "learned"
     names: ClassVar[tuple[str, ...]] = ("ape",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("pos_embed.perturb_zoom", self.perturb_zoom, 1.0)
+
+    def build_absolute(
+        self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, init_std: float
+    ) -> nn.Module | None:
+        return LearnedPosEmbed(
+            embed_dim, train_grid, num_prefix_tokens, cls_slot=True, init_std=init_std, perturb_zoom=self.perturb_zoom
+        )
 
 
 @dataclass(frozen=True)
