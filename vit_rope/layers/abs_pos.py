@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
-from torch.nn import functional as F
 
 from vit_rope.errors import PositionConfigError
 from vit_rope.extrapolate import check_strategy
