@@ -74,7 +74,7 @@ def export(
     net: nn.Module, out: str | Path, timm: bool = True, overwrite: bool = False, info: dict | None = None
 ) -> list[Path]:
     """Write ``net`` into ``out`` (see the module docstring); returns the files written."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from vit_rope.models.from_timm import timm_spec, to_timm_state_dict
 
@@ -86,10 +86,13 @@ def export(
         raise ConfigError(f"'{out}' already holds {taken[0]}; choose another --out or add --overwrite.")
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(out / MODEL_FILE), metadata={**_metadata(net), **{k: str(v) for k, v in (info or {}).items()}})
+    # safetensors' save_file creates its files with mode 0600; bytes written here get the mode of
+    # any new file (the umask's), as the JSON beside them, so that colleagues can read them.
+    metadata = {**_metadata(net), **{k: str(v) for k, v in (info or {}).items()}}
+    (out / MODEL_FILE).write_bytes(save(state, metadata=metadata))
     if spec is None:
         return [out / MODEL_FILE]
-    save_file(to_timm_state_dict(net), str(out / TIMM_FILE))
+    (out / TIMM_FILE).write_bytes(save(to_timm_state_dict(net)))
     meta = {"timm_model": spec[0], "kwargs": spec[1], "encoding": net.encoding_name, **(info or {})}
     (out / TIMM_META).write_text(json.dumps(meta, indent=2) + "\n")
     return [out / n for n in names]
