@@ -38,19 +38,19 @@ TIMM_META = "timm_model.json"
 def load_net(ckpt: str, weights: str = "last") -> tuple[nn.Module, Path]:
     """The network of a train.py checkpoint (file or run directory) with its ``weights``, built
     from the run's saved config (``.hydra/config.yaml``); no data is read."""
-    from vit_rope.tasks.evaluate import _run_config, build_module, check_state_matches, resolve_checkpoint
+    from vit_rope.tasks.evaluate import _run_config, build_run_module, check_state_matches, resolve_checkpoint
 
     ckpt = resolve_checkpoint(ckpt, "CKPT")
     state, path = checkpoint_weights(ckpt, weights)
     cfg = _run_config(ckpt)
     num_classes = read_checkpoint(path).get("hyper_parameters", {}).get("num_classes")
     embed = state.get("model.token_embed.weight")
-    shape = SimpleNamespace(  # what build_module reads from a data module
+    shape = SimpleNamespace(  # what build_run_module reads from a data module
         num_classes=num_classes if num_classes is not None else state["model.head.weight"].shape[0],
         train_resolution=cfg.data.get("img_size") or cfg.data.get("length"),
         vocab_size=None if embed is None else embed.shape[0],
     )
-    module = build_module(cfg, shape)
+    module = build_run_module(cfg, shape)
     check_state_matches(module, state, str(path))
     module.load_state_dict(state, strict=True)
     return module.model.eval(), path

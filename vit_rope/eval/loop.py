@@ -22,10 +22,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from rich.progress import Progress
 from torch.utils.data import DataLoader, default_collate
 
-from vit_rope.errors import check_divisible, check_range
+from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.diagnostics import attention_diagnostics
 from vit_rope.eval.results import add_retention
-from vit_rope.extrapolate import STRATEGIES, check_strategy
 from vit_rope.models.vit import VisionTransformer
 
 
@@ -35,15 +34,6 @@ def default_resolutions(model: Any, train_resolution: int) -> list[int]:
         p = model.patch_size
         return sorted({max(p, int(round(train_resolution * f / p)) * p) for f in (1.0, 1.5, 2.0)})
     return [train_resolution * f for f in (1, 2, 4)]
-
-
-def check_eval_settings(model: Any, resolutions: Sequence[int], strategies: Sequence[str]) -> None:
-    """Refuse bad settings before anything runs, so nothing half-written is left behind."""
-    for s in strategies:
-        check_strategy(s, where="eval.strategies")
-    if isinstance(model, VisionTransformer):
-        for r in resolutions:
-            check_divisible("eval.resolutions entry", int(r), model.patch_size, "the patch size")
 
 
 def cell_key(
@@ -97,15 +87,9 @@ def evaluate(
     module: L.LightningModule,
     datamodule: Any,
     trainer: L.Trainer,
-    resolutions: Sequence[int] | None = None,
-    strategies: Sequence[str] = STRATEGIES,
-    logn: Sequence[bool] = (False, True),
-    mode: str | None = None,
+    settings: EvalConfig,
     loggers: Sequence[Any] = (),
-    diagnostics_images: int = 64,
-    batch_size: int | None = None,
     cache_bytes: int = 2 << 30,
-    window: Sequence[bool] = (False,),
 ) -> list[dict]:
     """Accuracy of ``module`` at each resolution x strategy x logn.
 
@@ -116,33 +100,28 @@ def evaluate(
         module: A :class:`vit_rope.lit_module.ClassificationModule` (its ``model`` takes strategies).
         datamodule: Gives ``train_resolution`` and ``eval_dataloader(resolution, mode, batch_size)``.
         trainer: Runs ``validate``; its devices and precision are used.
-        resolutions: Image sides or sequence lengths; ``None`` for :func:`default_resolutions`.
-        strategies, logn: Combinations to run; a strategy that does not apply is recorded n/a.
-        mode: ``zoom`` or ``canvas``; ``None`` takes the data module's default.
+        settings: The ``eval`` group, built and checked (:class:`vit_rope.eval.config.EvalConfig`):
+            the resolutions (``None``: :func:`default_resolutions`), strategies, logn and window
+            flags to combine (a strategy that does not apply is recorded n/a; rows with the
+            window carry ``"window": true``), the mode, the batch size and the number of
+            samples of the attention diagnostics (0: the rows' ``attention`` is ``null``).
         loggers: Lightning loggers; each gets top-1 (and the layer-mean attention entropy and
             distance) per strategy with the resolution as its step.
-        diagnostics_images: Validation samples (the first ones) that the attention diagnostics
-            of each cell run on; 0 records none (the rows' ``attention`` is then ``null``).
-        batch_size: Evaluation batch size; ``None`` takes the data module's.
         cache_bytes: Most memory that one resolution's decoded samples may take; 0 streams.
-        window: Run each cell without (False) and/or with (True) local attention within the
-            training grid's extent; rows with it carry ``"window": true``.
 
     Returns:
         Metric rows of ``results.json`` (:mod:`vit_rope.eval.results`).
     """
     model = module.model
-    mode = eval_mode(datamodule, mode)
+    mode = eval_mode(datamodule, settings.mode)
     train_res = int(datamodule.train_resolution)
-    resolutions = [int(r) for r in (resolutions or default_resolutions(model, train_res))]
-    check_eval_settings(model, resolutions, strategies)
-    check_range("eval.diagnostics_images", diagnostics_images, 0, integer=True)
-    check_range("eval.batch_size", batch_size, 1, integer=True, optional=True)
+    resolutions = list(settings.resolutions or default_resolutions(model, train_res))
+    batch_size, diagnostics_images = settings.batch_size, settings.diagnostics_images
     rows: list[dict] = []
     done: dict[tuple, dict] = {}
     show = trainer.is_global_zero and not os.environ.get("VIT_ROPE_NO_PROGRESS")
     with Progress(disable=not show, transient=False) as progress:
-        combos = [(st, bool(g), bool(w)) for st in strategies for g in logn for w in window]
+        combos = [(st, g, w) for st in settings.strategies for g in settings.logn for w in settings.window]
         task = progress.add_task("evaluating", total=len(combos) * len(resolutions))
         for res in resolutions:
             loader = None

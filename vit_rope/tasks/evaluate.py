@@ -14,23 +14,36 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vit_rope.config import build_dataclass, plain
 from vit_rope.errors import ConfigError
+from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.loop import eval_mode, evaluate
 from vit_rope.eval.results import RESULTS_FILE, write_results
 from vit_rope.lit_module import ClassificationModule, OptimConfig
-from vit_rope.models import VisionTransformer, build_model_config, build_pos_embed
+from vit_rope.models import TextConfig, VisionTransformer, ViTConfig, build_model_config, build_pos_embed
+from vit_rope.models.encodings import PosEmbedConfig
 from vit_rope.tasks.common import CONF_DIR, eval_trainer, instantiate_all, instantiate_group, output_dir
 from vit_rope.weights import checkpoint_weights, read_checkpoint
 
 
-def build_module(cfg: DictConfig, datamodule: Any) -> ClassificationModule:
-    """The network from the ``model`` and ``pos_embed`` groups, sized by the data, in its module."""
-    pos = build_pos_embed(cfg.pos_embed)
-    model_cfg = build_model_config(cfg.model)
-    net = model_cfg.build(
-        pos, datamodule.num_classes, int(datamodule.train_resolution), getattr(datamodule, "vocab_size", None)
+def build_module(
+    pos_embed: PosEmbedConfig,
+    model: ViTConfig | TextConfig,
+    datamodule: Any,
+    optim: OptimConfig | None = None,
+    compile: bool = False,
+) -> ClassificationModule:
+    """The network of the built ``model`` and ``pos_embed`` groups, sized by the data, in its module."""
+    net = model.build(
+        pos_embed, datamodule.num_classes, int(datamodule.train_resolution), getattr(datamodule, "vocab_size", None)
     )
+    return ClassificationModule(net, optim, compile=compile)
+
+
+def build_run_module(cfg: DictConfig, datamodule: Any) -> ClassificationModule:
+    """The module of a saved training config (``eval.py``, ``export.py``): its groups built once."""
     optim = build_dataclass(OptimConfig, cfg.optim, "optim") if "optim" in cfg else None
-    return ClassificationModule(net, optim, compile=bool(cfg.get("compile", False)))
+    return build_module(
+        build_pos_embed(cfg.pos_embed), build_model_config(cfg.model), datamodule, optim, bool(cfg.compile)
+    )
 
 
 def checked_state(module: ClassificationModule, ckpt: str) -> dict:
@@ -83,8 +96,9 @@ def resolve_checkpoint(path: str | None, key: str = "ckpt_path") -> str | None:
     return str(p)
 
 
-def run_info(cfg: DictConfig, datamodule: Any, model: Any, mode: str) -> dict:
-    """The ``run`` block of results.json."""
+def run_info(cfg: DictConfig, datamodule: Any, model: Any, settings: EvalConfig | None) -> dict:
+    """The ``run`` block of results.json (``settings``: the evaluation's, for its mode; ``None``
+    for a run that is not evaluated: the data's default mode)."""
     try:
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # not under Hydra
@@ -94,7 +108,7 @@ def run_info(cfg: DictConfig, datamodule: Any, model: Any, mode: str) -> dict:
         "model": cfg.model.name,
         "data": cfg.data.get("name", "?"),
         "train_resolution": int(datamodule.train_resolution),
-        "mode": mode,
+        "mode": eval_mode(datamodule, settings.mode if settings is not None else None),
         "unit": "px" if isinstance(model, VisionTransformer) else "tokens",
         "seed": int(cfg.seed),
         "overrides": overrides,
@@ -102,29 +116,20 @@ def run_info(cfg: DictConfig, datamodule: Any, model: Any, mode: str) -> dict:
 
 
 def run_evaluation(
-    cfg: DictConfig, module: ClassificationModule, datamodule: Any, loggers: list, run_extra: dict | None = None
+    settings: EvalConfig,
+    trainer_cfg: DictConfig,
+    module: ClassificationModule,
+    datamodule: Any,
+    loggers: list,
+    run: dict,
 ) -> dict:
-    """Evaluate at every resolution, strategy and logn; write results.json once, then the run's
-    table and plot, and give the plot to the loggers that take images. ``run_extra`` joins the
-    ``run`` block (which weights, the timm data config)."""
-    ev = cfg.eval
-    trainer = eval_trainer(cfg.trainer)
-    rows = evaluate(
-        module,
-        datamodule,
-        trainer,
-        resolutions=list(ev.resolutions) if ev.resolutions else None,
-        strategies=list(ev.strategies),
-        logn=list(ev.logn),
-        mode=ev.mode,
-        loggers=loggers if trainer.is_global_zero else (),
-        diagnostics_images=int(ev.get("diagnostics_images", 64)),
-        batch_size=ev.get("batch_size"),
-        window=list(ev.get("window", [False])),
-    )
+    """Evaluate at every resolution, strategy and logn as ``settings`` say; write results.json
+    once, with ``run`` as its ``run`` block (:func:`run_info` and which weights), then the run's
+    table and plot, and give the plot to the loggers that take images."""
+    trainer = eval_trainer(trainer_cfg)
+    rows = evaluate(module, datamodule, trainer, settings, loggers=loggers if trainer.is_global_zero else ())
     for lg in loggers:  # file-based loggers (CSV) write what they buffered
         lg.save()
-    run = {**run_info(cfg, datamodule, module.model, eval_mode(datamodule, ev.mode)), **(run_extra or {})}
     if trainer.is_global_zero:
         out = output_dir()
         write_results(out / RESULTS_FILE, run, rows)
@@ -161,7 +166,7 @@ def _merge_data(run_data: Any, overrides: Any) -> DictConfig:
     return OmegaConf.create(data)
 
 
-def _timm_source(cfg: DictConfig) -> tuple[DictConfig, Any, ClassificationModule, dict]:
+def _timm_source(cfg: DictConfig, settings: EvalConfig) -> tuple[DictConfig, Any, ClassificationModule, dict]:
     """A timm model, converted, with an image folder preprocessed by the model's own data config."""
     from vit_rope.eval.timm_data import timm_data_config
     from vit_rope.models import from_timm
@@ -169,9 +174,9 @@ def _timm_source(cfg: DictConfig) -> tuple[DictConfig, Any, ClassificationModule
 
     if not cfg.data.get("root"):
         raise ConfigError("timm models are evaluated on an image folder; set data.root=/path/with/train_and_val.")
-    if cfg.eval.get("weights", "last") != "last":
+    if settings.weights != "last":
         raise ConfigError(
-            f"eval.weights={cfg.eval.weights} applies to checkpoints of train.py; a timm model has one set of "
+            f"eval.weights={settings.weights} applies to checkpoints of train.py; a timm model has one set of "
             "weights: use eval.weights=last."
         )
     timm_model = create_timm_model(cfg.timm_model, cfg.get("timm_checkpoint"))  # pretrained=False
@@ -198,7 +203,9 @@ def _data_choice(cfg: DictConfig) -> str | None:
     defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml"), resolve=False)
     given = OmegaConf.to_container(cfg.data, resolve=False)
     with open_dict(cfg):
-        cfg.data = {k: v for k, v in given.items() if k not in ("name", "_target_") and (k not in defaults or defaults[k] != v)}
+        cfg.data = {
+            k: v for k, v in given.items() if k not in ("name", "_target_") and (k not in defaults or defaults[k] != v)
+        }
     return str(name)
 
 
@@ -218,20 +225,23 @@ def evaluate_model(cfg: DictConfig) -> dict:
             f"eval.py needs exactly one model source, got {sources or 'none'}; "
             "set one of ckpt_path=PATH, run_dir=DIR or timm_model=NAME (or compare=DIR)."
         )
+    settings = build_dataclass(EvalConfig, cfg.eval, "eval")
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
     chosen = _data_choice(cfg)
     if cfg.get("timm_model"):
         _check_data_choice(chosen, "imagefolder", f"timm_model={cfg.timm_model}")
-        train_cfg, datamodule, module, extra = _timm_source(cfg)
+        train_cfg, datamodule, module, extra = _timm_source(cfg, settings)
     else:
         ckpt = resolve_checkpoint(cfg.get("ckpt_path") or cfg.get("run_dir"), sources[0])
         train_cfg = _run_config(ckpt)
         _check_data_choice(chosen, train_cfg.data.get("name"), f"the checkpoint '{ckpt}'")
         train_cfg.data = _merge_data(train_cfg.data, cfg.data)
         datamodule = instantiate_group(train_cfg.data, "data")
-        module = build_module(train_cfg, datamodule)
-        extra = load_weights(module, ckpt, cfg.eval.get("weights", "last"))
+        module = build_run_module(train_cfg, datamodule)
+        extra = load_weights(module, ckpt, settings.weights)
+    settings.check_model(module.model)
     module.eval()
-    run_cfg = OmegaConf.merge(train_cfg, {"eval": cfg.eval, "trainer": cfg.trainer})
-    return run_evaluation(run_cfg, module, datamodule, instantiate_all(cfg.get("logger"), "logger"), extra)
+    run = {**run_info(train_cfg, datamodule, module.model, settings), **extra}
+    loggers = instantiate_all(cfg.get("logger"), "logger")
+    return run_evaluation(settings, cfg.trainer, module, datamodule, loggers, run)

@@ -9,14 +9,14 @@ import torch
 from omegaconf import DictConfig
 
 from vit_rope.config import build_dataclass, plain
-from vit_rope.errors import ConfigError, check_choice, check_range
-from vit_rope.eval.loop import check_eval_settings
+from vit_rope.errors import ConfigError, check_choice
+from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_text
 from vit_rope.lit_module import OptimConfig
 from vit_rope.models import build_model_config, build_pos_embed
 from vit_rope.tasks.common import check_trainer, hydra_runtime, instantiate_all, instantiate_group, output_dir
-from vit_rope.tasks.evaluate import build_module, checked_state, resolve_checkpoint, run_evaluation
-from vit_rope.weights import WEIGHTS, EMAConfig, read_checkpoint
+from vit_rope.tasks.evaluate import build_module, checked_state, resolve_checkpoint, run_evaluation, run_info
+from vit_rope.weights import EMAConfig, read_checkpoint
 
 
 def _guard_output_dir(out: Path, resuming: bool) -> None:
@@ -69,18 +69,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _check_weights(cfg: DictConfig, ema: EMAConfig) -> str:
+def _check_weights(weights: str, ema: EMAConfig, callbacks: DictConfig | None) -> None:
     """``eval.weights`` checked against the run's settings before anything is trained."""
-    weights = check_choice("eval.weights", cfg.eval.get("weights", "last"), WEIGHTS)
     if weights == "ema" and not ema.enabled:
         raise ConfigError("eval.weights=ema needs the moving average; add ema.enabled=true or use eval.weights=last.")
-    monitors = [c.get("monitor") for c in (cfg.get("callbacks") or {}).values() if isinstance(c, DictConfig)]
+    monitors = [c.get("monitor") for c in (callbacks or {}).values() if isinstance(c, DictConfig)]
     if weights == "best" and "val/top1" not in monitors:
         raise ConfigError(
             "eval.weights=best needs a ModelCheckpoint that monitors val/top1 (callbacks.best_checkpoint); "
             "keep callbacks=default or use eval.weights=last."
         )
-    return weights
 
 
 def _pick_weights(trainer: L.Trainer, module: L.LightningModule, weights: str, ema_cb: object) -> dict:
@@ -110,30 +108,27 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
-    # Every typed group is checked before anything is built or written.
-    build_pos_embed(cfg.pos_embed)
-    build_model_config(cfg.model)
-    build_dataclass(OptimConfig, cfg.optim, "optim")
+    # Every typed group is built and checked once, before anything is built or written.
+    pos_embed = build_pos_embed(cfg.pos_embed)
+    model_cfg = build_model_config(cfg.model)
+    optim = build_dataclass(OptimConfig, cfg.optim, "optim")
     check_trainer(cfg.trainer)
-    ema = build_dataclass(EMAConfig, cfg.get("ema") or {}, "ema")
-    weights = _check_weights(cfg, ema) if cfg.get("evaluate", True) else "last"
+    ema = build_dataclass(EMAConfig, cfg.ema, "ema")
+    evaluating = check_choice("evaluate", cfg.evaluate, (True, False))
+    settings = build_dataclass(EvalConfig, cfg.eval, "eval") if evaluating else None
+    if settings is not None:
+        _check_weights(settings.weights, ema, cfg.get("callbacks"))
     out = output_dir()
-    ckpt = resolve_checkpoint(cfg.get("ckpt_path")) or _requeued_checkpoint(out, cfg.get("resume", "auto"))
+    ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume)
     _guard_output_dir(out, resuming=ckpt is not None)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     show_config(cfg, out)
 
     datamodule = instantiate_group(cfg.data, "data")
-    module = build_module(cfg, datamodule)
-    if cfg.get("evaluate", True):  # refuse bad evaluation settings now, not after hours of training
-        resolutions = list(cfg.eval.resolutions) if cfg.eval.resolutions else []
-        check_eval_settings(module.model, resolutions, list(cfg.eval.strategies))
-        check_range("eval.diagnostics_images", cfg.eval.get("diagnostics_images", 64), 0, integer=True)
-        check_range("eval.batch_size", cfg.eval.get("batch_size"), 1, integer=True, optional=True)
-        for w in cfg.eval.get("window", [False]):
-            if not isinstance(w, bool):
-                raise ConfigError(f"eval.window entry {w!r} is not true or false; use eval.window=[false,true].")
+    module = build_module(pos_embed, model_cfg, datamodule, optim, compile=bool(cfg.compile))
+    if settings is not None:  # refuse resolutions the model cannot take now, not after hours of training
+        settings.check_model(module.model)
     if ckpt is not None:
         checked_state(module, ckpt)  # refuses a checkpoint of another model; Trainer.fit loads it
     n_params = sum(p.numel() for p in module.model.parameters())
@@ -156,7 +151,10 @@ def _train(cfg: DictConfig) -> dict:
     if trainer.interrupted:
         raise ConfigError("Training was interrupted; resume with ckpt_path pointing at this run directory.")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if cfg.trainer.get("fast_dev_run") or not cfg.get("evaluate", True):
+    if cfg.trainer.get("fast_dev_run") or settings is None:
         return {"val": metrics}
-    picked = _pick_weights(trainer, module, weights, ema_cb)
-    return {"val": metrics, **run_evaluation(cfg, module, datamodule, loggers, run_extra=picked)}
+    run = {
+        **run_info(cfg, datamodule, module.model, settings),
+        **_pick_weights(trainer, module, settings.weights, ema_cb),
+    }
+    return {"val": metrics, **run_evaluation(settings, cfg.trainer, module, datamodule, loggers, run)}
