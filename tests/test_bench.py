@@ -1,6 +1,7 @@
 """The benchmark's output contract (its timings are printed, never asserted)."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -40,7 +41,15 @@ def test_bench_runs_and_writes_the_json_schema(tmp_path, capsys, one_thread):
         assert {r["name"] for r in in_group if r["impl"] == "vit_rope"} == set(ENCODINGS), group
         assert {r["name"] for r in in_group if r["impl"] == "timm"} == timm_names, group
         ape = next(r for r in in_group if r["impl"] == "vit_rope" and r["name"] == "ape")
-        assert ape["time_ratio_vs_ape"] == 1.0
+        timm_of = {r["encoding"]: r for r in in_group if r["impl"] == "timm"}
+        for r in in_group:  # each ratio is taken against the ape row and the timm row of its own group
+            assert r["time_ratio_vs_ape"] == pytest.approx(r["ms_per_step"] / ape["ms_per_step"]), r["name"]
+            if r["encoding"] in timm_of:
+                timm_ms = timm_of[r["encoding"]]["ms_per_step"]
+                assert r["time_ratio_vs_timm"] == pytest.approx(r["ms_per_step"] / timm_ms), r["name"]
+            # the step time is the median of the timed turns, and the rate is the batch over it
+            assert r["ms_per_step"] == pytest.approx(statistics.median(r["step_ms"]), abs=0.01), r["name"]
+            assert r["img_per_s"] * r["ms_per_step"] / 1000 == pytest.approx(2), r["name"]
     assert len(rows) == 3 * (len(ENCODINGS) + 3)
     for r in rows:
         assert {"name", "impl", "mode", "img_per_s", "time_ratio_vs_ape", "peak_mem_mb"} <= set(r)
