@@ -113,6 +113,13 @@ def test_rope_self_attention_has_distance_zero_and_entropy_zero():
     assert max(summary["distance"]) < 1e-4 and max(summary["entropy"]) < 1e-4
 
 
+def _probe_with_weights(rec: AttentionRecorder, weights: torch.Tensor) -> None:
+    """Give the recorder's probe, as the attention layer does, queries and keys whose softmax is
+    ``weights`` ``(B, h, N, N)``: zero logits plus an additive mask of the weights' logarithm."""
+    zeros = torch.zeros(*weights.shape[:3], 4)
+    rec.probe(0, zeros, zeros, 1.0, weights.log())
+
+
 def test_next_token_attention_on_a_grid_and_prefix_keys():
     """Constructed weights: each grid query puts half its mass on the CLS key and half on the
     next grid token in raster order (the last one on itself). Distance counts grid keys only,
@@ -127,14 +134,14 @@ def test_next_token_attention_on_a_grid_and_prefix_keys():
         weights[:, :, 1 + i, 1 + min(i + 1, G - 1)] = 0.5
     rec = AttentionRecorder(num_layers=1, num_prefix_tokens=1)
     rec.grid = (h, w)
-    rec.add_weights(0, weights)
+    _probe_with_weights(rec, weights)
     cells = [divmod(i, w) for i in range(G)]
     steps = [math.dist(cells[i], cells[min(i + 1, G - 1)]) for i in range(G)]
     assert rec.summary()["distance"] == pytest.approx([sum(steps) / G], rel=1e-6)
     assert rec.summary()["entropy"] == pytest.approx([math.log(2) / math.log(N)], rel=1e-6)
     # the same weights read as a 15-token sequence: every step is 1 but the last
     rec = AttentionRecorder(num_layers=1, num_prefix_tokens=1)
-    rec.add_weights(0, weights)
+    _probe_with_weights(rec, weights)
     assert rec.summary()["distance"] == pytest.approx([(G - 1) / G], rel=1e-6)
 
 

@@ -126,14 +126,11 @@ class ShapesConfig:
     def class_names(self) -> tuple[str, ...]:
         return _RELATIONS[(self.relation, self.num_classes)][0]
 
-    def label_of(self, dx: float, dy: float) -> int:
-        """The label of a target at centre offset ``(dx, dy)`` from the reference (scene units,
-        y down); the rule every rendered scene obeys."""
-        code = tuple(0 if abs(d) <= self.align_tol else int(np.sign(d)) for d in (dx, dy))
-        codes = _RELATIONS[(self.relation, self.num_classes)][1]
-        if self.relation == "orientation" and code not in codes:
-            code = (-code[0], -code[1])
-        return codes.index(code)
+    @property
+    def offset_signs(self) -> tuple[tuple[int, int], ...]:
+        """Per class, the sign (-1, 0 or 1) of the target's offset from the reference along x and
+        y (y down); 0: aligned within ``align_tol``. For ``orientation`` both signs may flip."""
+        return _RELATIONS[(self.relation, self.num_classes)][1]
 
 
 @dataclass
@@ -170,9 +167,8 @@ def sample_scene(seed: int, split: str, index: int, cfg: ShapesConfig) -> ShapeS
     """One scene, a pure function of ``(seed, split, index)`` and the config."""
     rng = np.random.default_rng([seed, split_id(split), index])
     k = 2 + cfg.distractors
-    codes = _RELATIONS[(cfg.relation, cfg.num_classes)][1]
     label = int(rng.integers(cfg.num_classes))
-    sx, sy = codes[label]
+    sx, sy = cfg.offset_signs[label]
     if cfg.relation == "orientation" and rng.random() < 0.5:
         sx, sy = -sx, -sy
     pos = np.zeros((k, 2))

@@ -101,10 +101,6 @@ class AttentionRecorder:
                 rows = attention_weights(q[b : b + step, :, P:], k[b : b + step], scale, mask)
                 self._add_grid_rows(layer, rows)
 
-    def add_weights(self, layer: int, weights: torch.Tensor) -> None:
-        """Add one layer's attention weights ``(B, h, N, N)`` (rows sum to 1) to the sums."""
-        self._add_grid_rows(layer, weights[:, :, self.num_prefix_tokens :, :])
-
     def _add_grid_rows(self, layer: int, w: torch.Tensor) -> None:
         """Add the weights ``(B, h, G, N)`` of the grid queries over all keys (prefix keys first)."""
         B, h, G, N = w.shape
