@@ -39,6 +39,37 @@ def run_cli(script: str, *args: str, timeout: int = 300, check: bool = True) -> 
     return proc
 
 
+def compose_run(config: str, run_dir: Path, *overrides: str):
+    """``train`` or ``eval`` composed as ``python {config}.py OVERRIDES hydra.run.dir=RUN_DIR``
+    composes it, with the hydra node that gives the run its directory."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config, overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+
+
+def train_run(run_dir: Path, *overrides: str) -> dict:
+    """``python train.py OVERRIDES hydra.run.dir=RUN_DIR``, in this process: what ``train`` returns."""
+    from vit_rope.tasks.train import train
+
+    return train(compose_run("train", run_dir, *overrides))
+
+
+def eval_run(run_dir: Path, *overrides: str) -> dict:
+    """``python eval.py OVERRIDES hydra.run.dir=RUN_DIR`` for one model, in this process."""
+    from vit_rope.tasks.common import hydra_runtime
+    from vit_rope.tasks.evaluate import evaluate_model
+
+    with hydra_runtime(compose_run("eval", run_dir, *overrides)) as cfg:
+        return evaluate_model(cfg)
+
+
+def assert_names(message: str, *parts: str) -> None:
+    """An error message names each of ``parts`` (the option, the value, the fix), whatever its wording."""
+    missing = [p for p in parts if p not in message]
+    assert not missing, f"{missing} not in: {message}"
+
+
 def read_results(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,10 +10,23 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import ROOT, TINY, build_net_from_config, compose_train, read_results, run_cli
+from tests.conftest import (
+    ROOT,
+    TINY,
+    assert_names,
+    build_net_from_config,
+    compose_train,
+    read_results,
+    run_cli,
+    train_run,
+    write_image_tree,
+)
+from vit_rope.config import build_dataclass
+from vit_rope.errors import ConfigError
+from vit_rope.eval.config import EvalConfig
 from vit_rope.extrapolate import STRATEGIES
 from vit_rope.lit_module import ClassificationModule, OptimConfig, cosine_with_warmup
-from vit_rope.models import create_model
+from vit_rope.models import build_model_config, build_pos_embed, create_model
 
 CONF = ROOT / "conf"
 
@@ -50,13 +64,78 @@ def test_every_group_option_composes(group):
         if (group, option) in {("data", "imagefolder"), ("experiment", "imagenet100_vit_s16")}:
             overrides.append("data.root=/nonexistent")
         cfg = compose_train(*overrides)
-        assert cfg.pos_embed.name and cfg.model.name
+        # every typed group of the composed config is accepted by its dataclass
+        build_pos_embed(cfg.pos_embed)
+        build_model_config(cfg.model)
+        build_dataclass(OptimConfig, cfg.optim, "optim")
+        build_dataclass(EvalConfig, cfg.eval, "eval")
+
+
+def test_imagenet100_experiment_sets_its_recipe_and_trains_scaled_down(tmp_path):
+    """experiment=imagenet100_vit_s16: the model, data, optimiser and evaluation get the recipe's
+    values; on a tiny folder of its 100 classes, one step of it runs with the sizes scaled down
+    and everything else (augmentation, Mixup/CutMix, the class list, the evaluation) as set."""
+    from vit_rope.data.class_lists import CLASS_PRESETS
+    from vit_rope.tasks.common import instantiate_group
+
+    root = write_image_tree(tmp_path / "images", classes=CLASS_PRESETS["imagenet100"], per_class=1, size=(24, 24))
+    cfg = compose_train("experiment=imagenet100_vit_s16", f"data.root={root}")
+    model_cfg = build_model_config(cfg.model)
+    assert (model_cfg.embed_dim, model_cfg.depth, model_cfg.num_heads, model_cfg.patch_size) == (384, 12, 6, 16)
+    assert model_cfg.drop_path_rate == 0.1
+    optim = build_dataclass(OptimConfig, cfg.optim, "optim")
+    assert (optim.lr, optim.warmup_epochs, optim.mixup, optim.cutmix) == (2.5e-4, 5, 0.8, 1.0)
+    assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.trainer.max_epochs) == ("gpu", "bf16-mixed", 100)
+    datamodule = instantiate_group(cfg.data, "data")
+    assert datamodule.num_classes == 100 and datamodule.class_names == sorted(CLASS_PRESETS["imagenet100"])
+    assert (datamodule.img_size, datamodule.batch_size, datamodule.rrc_scale) == (224, 256, (0.08, 1.0))
+    assert (datamodule.auto_augment, datamodule.re_prob, datamodule.color_jitter) == ("rand-m9-mstd0.5-inc1", 0.25, 0.4)
+    settings = build_dataclass(EvalConfig, cfg.eval, "eval")
+    with torch.device("meta"):
+        net = model_cfg.build(build_pos_embed(cfg.pos_embed), datamodule.num_classes, datamodule.img_size)
+    settings.check_model(net)  # every evaluation resolution fits the patch size
+    assert settings.resolutions == (224, 320, 384, 448, 512) and net.num_classes == 100
+
+    scaled = ["data.img_size=32", "data.batch_size=4", "data.num_workers=0", "model.embed_dim=32", "model.depth=1",
+              "model.num_heads=2", "trainer.accelerator=cpu", "trainer.precision=32-true", "compile=false",
+              "debug=fast_dev_run", "logger=none", "trainer.enable_progress_bar=false", "~callbacks.progress_bar"]  # fmt: skip
+    out = train_run(tmp_path / "run", "experiment=imagenet100_vit_s16", f"data.root={root}", *scaled)
+    assert 0.0 <= out["val"]["val/top1"] <= 100.0 and out["val"]["val/loss"] > 0
 
 
 def test_eval_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=["ckpt_path=x.ckpt", "eval.resolutions=[32,64]"])
     assert list(cfg.eval.strategies) == list(STRATEGIES) and list(cfg.eval.resolutions) == [32, 64]
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("eval.window=[false,1]", ["eval.window", "1", "eval.window=[false,true]"]),
+        ("eval.logn=[yes]", ["eval.logn", "yes", "eval.logn=[false,true]"]),
+        ("eval.diagnostics_images=-1", ["eval.diagnostics_images", "-1", "a whole number in [0, inf)"]),
+        ("eval.batch_size=0", ["eval.batch_size", "0", "a whole number in [1, inf)"]),
+        ("eval.weights=average", ["eval.weights", "average", "last, best, ema"]),
+        ("eval.mode=stretch", ["eval.mode", "stretch", "zoom, canvas"]),
+        ("eval.resolutions=[32,0]", ["eval.resolutions", "0", "a whole number in [1, inf)"]),
+        ("eval.strategies=[linear]", ["eval.strategies", "linear", "extrapolate, interpolate"]),
+        ("+eval.resolution=64", ["eval.resolution", "resolutions, strategies", "remove resolution"]),
+    ],
+)
+def test_eval_config_refuses_a_bad_option_naming_it_the_value_and_the_fix(override, names):
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError) as err:
+        build_dataclass(EvalConfig, cfg.eval, "eval")
+    assert_names(str(err.value), *names)
+
+
+def test_eval_config_defaults_come_from_the_yaml_only():
+    """The dataclass holds no defaults: a key missing from the group cannot silently take one."""
+    cfg = compose_train()
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(EvalConfig))
+    settings = build_dataclass(EvalConfig, cfg.eval, "eval")
+    assert settings.diagnostics_images == cfg.eval.diagnostics_images and settings.window == (False,)
 
 
 def test_schedule_warmup_then_cosine():
