@@ -4,16 +4,17 @@ installed package, reading the configs shipped inside it (``vit_rope/conf``), fr
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vit_rope.errors import ConfigError
 from vit_rope.report.callback import sweep_failures
-from vit_rope.tasks.common import config_groups, run_main
+from vit_rope.tasks.common import config_groups, output_dir, run_main
 from vit_rope.tasks.compare import compare
 from vit_rope.tasks.evaluate import evaluate_model
-from vit_rope.tasks.train import train
+from vit_rope.tasks.train import show_config, train
 
 
 def groups_help(config_name: str) -> str:
@@ -65,9 +66,16 @@ def _train(cfg: DictConfig) -> None:
     run_main(train, cfg)
 
 
+def evaluate_task(cfg: DictConfig) -> Any:
+    """What ``eval.py`` does: show and save its config tree (as ``train.py`` does), then compare
+    a tree of runs or evaluate one model."""
+    show_config(cfg, output_dir())
+    return compare(cfg) if cfg.get("compare") else evaluate_model(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _eval(cfg: DictConfig) -> None:
-    run_main(lambda c: compare(c) if c.get("compare") else evaluate_model(c), cfg)
+    run_main(evaluate_task, cfg)
 
 
 def train_main() -> None:

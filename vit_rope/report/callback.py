@@ -63,7 +63,9 @@ class ComparisonCallback(Callback):
             from vit_rope.report.collect import collect_runs
 
             _FAILED[:] = [
-                f"{r.run_dir.name}: {r.error}" for r in collect_runs(config.hydra.sweep.dir) if r.status != "ok"
+                f"{r.run_dir.name}: {r.error}"
+                for r in collect_runs(config.hydra.sweep.dir)
+                if r.status not in ("ok", "trained")
             ]
         except Exception as e:  # the report must never fail a sweep
             log.warning("Could not write the comparison for the sweep: %s", e)

@@ -2,12 +2,14 @@
 
 A run directory is one that holds ``results.json``, a Hydra ``.hydra/`` folder or an
 ``error.txt``. A run with a valid ``results.json`` is ``ok``; one with ``error.txt`` (whose first
-line is the error) or a malformed ``results.json`` is ``failed``; one with neither is
-``unfinished`` (still running, killed, or died before writing anything). No run is ever dropped.
+line is the error) or a malformed ``results.json`` is ``failed``; one that finished training with
+``evaluate=false`` (``trained.json``) is ``trained``; one with none of these is ``unfinished``
+(still running, killed, or died before writing anything). No run is ever dropped.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,11 @@ from typing import Any
 import yaml
 
 from vit_rope.errors import ConfigError
-from vit_rope.eval.results import ERROR_FILE, RESULTS_FILE, ResultsFormatError, load_results
+from vit_rope.eval.results import ERROR_FILE, RESULTS_FILE, ResultsFormatError, atomic_write_text, load_results
+
+# Written by train.py when training ends without an evaluation (evaluate=false): the run is done.
+TRAINED_FILE = "trained.json"
+NOT_EVALUATED = "trained, not evaluated (evaluate=false); python eval.py run_dir=DIR evaluates it"
 
 NO_RUNS_HINT = (
     "pass the sweep directory of a `python train.py -m ...` run (e.g. multirun/2026-11-23/10-00-00) "
@@ -29,7 +35,7 @@ class RunResult:
     """One run directory: its ``run`` block, its metric rows and whether it finished."""
 
     run_dir: Path
-    status: str  # "ok", "failed" (error.txt or a malformed results.json) or "unfinished"
+    status: str  # "ok", "failed" (error.txt or a malformed results.json), "trained" or "unfinished"
     run: dict[str, Any] = field(default_factory=dict)  # results.json "run"; for other runs read from .hydra/
     metrics: list[dict[str, Any]] = field(default_factory=list)  # results.json "metrics"; empty unless ok
     error: str = ""  # one sentence: why the run has no results
@@ -101,6 +107,24 @@ def _hydra_run_info(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def write_trained(run_dir: Path, run: dict[str, Any], val: dict[str, float], checkpoint: str | None) -> Path:
+    """Mark ``run_dir`` as trained without an evaluation: its ``run`` block, the last validation
+    metrics and the checkpoint holding the final weights."""
+    record = {"run": run, "val": val, "checkpoint": checkpoint}
+    return atomic_write_text(Path(run_dir) / TRAINED_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _trained_run(run_dir: Path) -> RunResult | None:
+    try:
+        record = json.loads((run_dir / TRAINED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    run = record.get("run") if isinstance(record, dict) else None
+    if not isinstance(run, dict):
+        return None
+    return RunResult(run_dir, "trained", {**_hydra_run_info(run_dir), **run}, [], NOT_EVALUATED)
+
+
 def read_run(run_dir: str | Path) -> RunResult:
     """The one run in ``run_dir``: ``ok`` with its results, or ``failed``/``unfinished`` with the
     reason and what its ``.hydra/`` files say it was meant to be. Never raises for a bad run."""
@@ -112,8 +136,10 @@ def read_run(run_dir: str | Path) -> RunResult:
         except ResultsFormatError as e:
             return RunResult(run_dir, "failed", _hydra_run_info(run_dir), [], str(e))
         return RunResult(run_dir, "ok", data["run"], data["metrics"])
-    info = _hydra_run_info(run_dir)
     error_file = run_dir / ERROR_FILE
+    if (run_dir / TRAINED_FILE).is_file() and not error_file.is_file() and (trained := _trained_run(run_dir)):
+        return trained
+    info = _hydra_run_info(run_dir)
     if error_file.is_file():
         try:
             lines = [s.strip() for s in error_file.read_text(errors="replace").splitlines() if s.strip()]

@@ -50,9 +50,9 @@ def axis_name(unit: str) -> str:
 def known_encodings() -> tuple[str, ...]:
     """Encoding names in display order (the models' registry; imported here so that reading
     results does not load the models until a table is ordered)."""
-    from vit_rope.models.encodings import ENCODING_NAMES
+    from vit_rope.models.encodings import ENCODINGS
 
-    return tuple(ENCODING_NAMES)
+    return tuple(ENCODINGS)
 
 
 def known_strategies() -> tuple[str, ...]:
@@ -274,18 +274,27 @@ def comparison_markdown(runs: Sequence[RunResult], root: str | Path) -> str:
     """The text of ``comparison.md``: a count of runs by status, one table per group, then the
     failed and unfinished runs with their overrides and their one-line error."""
     root = Path(root)
-    counts = {s: sum(r.status == s for r in runs) for s in ("ok", "failed", "unfinished")}
+    counts = {s: sum(r.status == s for r in runs) for s in ("ok", "trained", "failed", "unfinished")}
+    trained = f", {counts['trained']} trained without evaluation" if counts["trained"] else ""
     out = [
         f"# Position encodings at larger resolutions: {root.name or root}",
         "",
-        f"{len(runs)} runs: {counts['ok']} finished, {counts['failed']} failed, {counts['unfinished']} unfinished.",
+        f"{len(runs)} runs: {counts['ok']} finished{trained}, {counts['failed']} failed, "
+        f"{counts['unfinished']} unfinished.",
         "",
     ]
     for table in comparison_tables(runs):
         out += _table_markdown(table)
     if not any(r.status == "ok" for r in runs):
         out += ["No run has finished yet, so there is no table.", ""]
-    others = [r for r in runs if r.status != "ok"]
+    if counts["trained"]:
+        out += [f"## Trained without evaluation ({counts['trained']})", ""]
+        for r in runs:
+            if r.status == "trained":
+                overrides = " ".join(r.overrides) or "(no overrides)"
+                out.append(f"- `{rel_name(r.run_dir, root)}`: `{overrides}`: {r.error}")
+        out.append("")
+    others = [r for r in runs if r.status not in ("ok", "trained")]
     if others:
         out += [f"## Failed or unfinished runs ({len(others)})", ""]
         for r in others:

@@ -14,7 +14,16 @@ from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_text
 from vit_rope.lit_module import OptimConfig
 from vit_rope.models import build_model_config, build_pos_embed
-from vit_rope.tasks.common import check_trainer, hydra_runtime, instantiate_all, instantiate_group, output_dir
+from vit_rope.report.collect import TRAINED_FILE, write_trained
+from vit_rope.tasks.common import (
+    check_options,
+    check_trainer,
+    hydra_runtime,
+    instantiate_all,
+    instantiate_group,
+    output_dir,
+    task_overrides,
+)
 from vit_rope.tasks.evaluate import build_module, checked_state, resolve_checkpoint, run_evaluation, run_info
 from vit_rope.weights import EMAConfig, read_checkpoint
 
@@ -29,15 +38,32 @@ def _guard_output_dir(out: Path, resuming: bool) -> None:
         )
 
 
-def _requeued_checkpoint(out: Path, resume: str) -> str | None:
+def _requeued_checkpoint(out: Path, resume: str, announce: bool = True) -> str | None:
     """With ``resume=auto``, the same command run again in a run directory whose training was
     cut off (a preempted or requeued job: ``last.ckpt``, no results.json) continues from it."""
     check_choice("resume", resume, ("auto", "never"))
     last = out / "checkpoints" / "last.ckpt"
     if resume == "auto" and last.is_file() and not (out / RESULTS_FILE).exists():
-        print(f"Resuming the interrupted run in {out} from {last.name} (resume=auto).")
+        if announce:
+            print(f"Resuming the interrupted run in {out} from {last.name} (resume=auto).")
         return str(last)
     return None
+
+
+def check_before_run(cfg: DictConfig, out: Path, overrides: list[str]) -> None:
+    """What refuses a command before anything is read or written: every option, and a run
+    directory that holds another run. The command line runs this before Hydra writes into the
+    run directory (:class:`vit_rope.tasks.common.CheckBeforeRun`), so that a refused command
+    leaves an existing run directory as it was; :func:`train` before writing ``.hydra/``."""
+    check_options(cfg, "train", overrides)
+    build_pos_embed(cfg.pos_embed)
+    build_model_config(cfg.model)
+    build_dataclass(OptimConfig, cfg.optim, "optim")
+    ema = build_dataclass(EMAConfig, cfg.ema, "ema")
+    if check_choice("evaluate", cfg.evaluate, (True, False)):
+        _check_weights(build_dataclass(EvalConfig, cfg.eval, "eval").weights, ema, cfg.get("callbacks"))
+    ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume, announce=False)
+    _guard_output_dir(out, resuming=ckpt is not None)
 
 
 def show_config(cfg: DictConfig, out: Path) -> None:
@@ -94,7 +120,17 @@ def _pick_weights(trainer: L.Trainer, module: L.LightningModule, weights: str, e
             )
         module.load_state_dict(read_checkpoint(best)["state_dict"])
         return {"weights": weights, "checkpoint": Path(best).name}
-    return {"weights": weights}
+    last = _last_checkpoint(trainer)  # holds these weights (and the average, for ema)
+    return {"weights": weights, **({"checkpoint": last} if last else {})}
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str | None:
+    """The name of the checkpoint saved at the trainer's last step by a callback without a
+    monitor (``last.ckpt``), or None when no such file holds the weights of the end of training."""
+    for cb in trainer.checkpoint_callbacks:
+        if cb.monitor is None and cb.best_model_path and cb._last_global_step_saved == trainer.global_step:
+            return Path(cb.best_model_path).name
+    return None
 
 
 def train(cfg: DictConfig) -> dict:
@@ -103,11 +139,12 @@ def train(cfg: DictConfig) -> dict:
     Also for a config composed in Python: ``hydra.compose("train", overrides, return_hydra_config=True)``
     (see :func:`vit_rope.tasks.common.hydra_runtime`).
     """
-    with hydra_runtime(cfg) as task_cfg:
+    with hydra_runtime(cfg, precheck=check_before_run) as task_cfg:
         return _train(task_cfg)
 
 
 def _train(cfg: DictConfig) -> dict:
+    check_options(cfg, "train", task_overrides())  # also for each job of a -m sweep
     # Every typed group is built and checked once, before anything is built or written.
     pos_embed = build_pos_embed(cfg.pos_embed)
     model_cfg = build_model_config(cfg.model)
@@ -135,6 +172,10 @@ def _train(cfg: DictConfig) -> dict:
     print(f"{cfg.model.name} + {cfg.pos_embed.name}: {n_params / 1e6:.2f}M parameters")
 
     callbacks = instantiate_all(cfg.get("callbacks"), "callbacks")
+    # Lightning runs the checkpoint callbacks in list order: the monitored ones first, so that
+    # last.ckpt saves their updated state (which best checkpoint exists, and its score) and a
+    # resumed run knows its best instead of writing a second one.
+    callbacks.sort(key=lambda cb: isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.monitor is None)
     ema_cb = ema.callback()
     callbacks += [ema_cb] if ema_cb is not None else []
     loggers = instantiate_all(cfg.get("logger"), "logger")
@@ -147,11 +188,17 @@ def _train(cfg: DictConfig) -> dict:
     )
     for lg in loggers:
         lg.log_hyperparams(_flatten(plain(cfg)))
+    (out / TRAINED_FILE).unlink(missing_ok=True)  # a resumed run is unfinished until it ends again
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     if trainer.interrupted:
         raise ConfigError("Training was interrupted; resume with ckpt_path pointing at this run directory.")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if cfg.trainer.get("fast_dev_run") or settings is None:
+        if not cfg.trainer.get("fast_dev_run"):  # the sweep report tells this run from an unfinished one
+            run = {"pos_embed": cfg.pos_embed.name, "model": cfg.model.name, "data": cfg.data.get("name", "?"),
+                   "train_resolution": int(datamodule.train_resolution), "seed": int(cfg.seed),
+                   "overrides": task_overrides()}  # fmt: skip
+            write_trained(out, run, metrics, _last_checkpoint(trainer))
         return {"val": metrics}
     run = {
         **run_info(cfg, datamodule, module.model, settings),
