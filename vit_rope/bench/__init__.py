@@ -1,7 +1,7 @@
 """Throughput and peak memory of every position encoding, side by side with timm.
 
 Run: ``python -m vit_rope.bench --model vit_small --img-size 224 --batch-size 16 --mode both --eval-size 448``
-(17 minutes on an idle 2-core CPU; the default ``vit_micro`` run takes about 20 seconds). On a machine
+(the default ``vit_micro`` is the quick one; ``vit_small`` at 224 px takes many minutes on a CPU). On a machine
 shared with other jobs, ``OMP_NUM_THREADS=1`` gives steadier ratios: two threads stall at every
 parallel op whenever another process holds the second core.
 

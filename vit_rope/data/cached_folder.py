@@ -65,8 +65,8 @@ def eval_transform_uint8(resolution: int, crop_pct: float) -> v2.Compose:
 class NormalizeBatch:
     """Collate uint8 images into one float batch normalised with ImageNet mean and std, then
     random erasing with zeros (timm's ``const`` mode) per image with probability ``re_prob``.
-    Normalising the stacked batch took 170 us per 64 px image against 250 us per image (one
-    core, RRC and flip included), so it is done here rather than in the per-image transform.
+    Normalising is done here, on the stacked batch, rather than in the per-image transform:
+    one vectorised operation per batch instead of one small one per image.
 
     Args:
         re_prob: Random-erasing probability (training), 0 for none.

@@ -47,9 +47,9 @@ def check_train_resolutions(value: Any, patch_size: int | None) -> tuple[int, ..
 def default_num_workers() -> int:
     """Loader workers when ``num_workers=None``: up to 8 with a GPU, which the loader must keep
     fed; none on a CPU-only machine of at most 2 cores, where a worker only takes a core from the
-    training step (``python -m vit_rope.bench --data imagefolder``: with the cache, end to end at
-    0.94-1.02 of model-only with 0 workers and 0.95-0.96 with 1, and evaluation at 64 px 330
-    img/s against 240); up to 2 on larger CPUs (not measured)."""
+    training step and the cached images are cheap to augment in the main process (compare with
+    ``python -m vit_rope.bench --data imagefolder``, which runs the loader at several worker
+    counts); up to 2 on larger CPUs."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
