@@ -157,18 +157,38 @@ class Table:
         return " · ".join(parts) + f", trained at {train_res}"
 
 
-# Override keys that never split a row: the seed, Hydra's own, and the encoding's group choice
-# (its name starts the label); an encoding option such as pos_embed.base does split rows.
-NOT_A_VARIANT = ("seed", "pos_embed", "hydra")
+# Override keys that never split a row: the seed, the encoding's group choice (its own column),
+# and settings that cannot change a result: Hydra's own and the output folders, loggers,
+# progress bars and console output. An encoding option such as pos_embed.base does split rows.
+NOT_A_VARIANT = ("seed", "pos_embed", "resume")
+DISPLAY_ONLY = (
+    "hydra",
+    "logger",
+    "callbacks.progress_bar",
+    "callbacks.lr_monitor",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "data.cache_dir",
+)
 
 
 def _override_items(run: RunResult) -> dict[str, str]:
     items = {}
     for o in run.overrides:
         key, sep, value = o.lstrip("+~").partition("=")
-        if sep and key not in NOT_A_VARIANT and not key.startswith("hydra."):
+        if o.startswith("~"):  # ~callbacks.progress_bar removes a setting: a variant unless display-only
+            key, sep, value = o[1:], "=", "(removed)"
+        display_only = any(key == k or key.startswith(f"{k}.") for k in DISPLAY_ONLY)
+        if sep and key not in NOT_A_VARIANT and not display_only:
             items[key] = value
     return items
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """(encoding, overrides) of a row label from :func:`variant_labels`."""
+    encoding, _, overrides = label.partition(" (")
+    return encoding, overrides[:-1].replace(", ", " ") if overrides else ""
 
 
 def variant_labels(runs: Sequence[RunResult]) -> dict[Path, str]:
@@ -251,21 +271,25 @@ def _table_markdown(table: Table) -> list[str]:
         n_runs = "-".join(str(n) for n in sorted({min(per_cell), max(per_cell)}))
         seeds = ", ".join(str(s) for s in sorted({s for s in table.seeds if s is not None}, key=str))
         out.append(
-            f"Cells are mean ± std (sample std) over the {n_runs} runs that share encoding (and the "
-            f"overrides in brackets), strategy and resolution (seeds {seeds or 'unknown'})."
+            f"Cells are mean ± std (sample std) over the {n_runs} runs that share encoding, overrides, "
+            f"strategy and resolution (seeds {seeds or 'unknown'})."
         )
     out.append("")
     header = [f"{res} (train)" if res == train_res else str(res) for res in res_list]
     if retention_at is not None:
         header.append(f"retention {retention_at}")
-    out.append("| encoding | strategy | " + " | ".join(header) + " |")
-    out.append("|---|---|" + "---:|" * len(header))
+    # the overrides that split rows get a column of their own (as in the CSV), when there are any
+    with_overrides = any(split_label(k[0])[1] for k in table.keys())
+    out.append("| encoding | " + ("overrides | " if with_overrides else "") + "strategy | " + " | ".join(header) + " |")
+    out.append("|---|" + ("---|" if with_overrides else "") + "---|" + "---:|" * len(header))
     for key in table.keys():
         by_res = table.cells[key]
         cells = [cell_summary(by_res[res])[2] if res in by_res else "-" for res in res_list]
         if retention_at is not None:
             cells.append(retention_summary(table.retention[key].get(retention_at, []), by_res.get(retention_at, [])))
-        out.append(f"| {key[0]} | {row_label(key[1], key[2])} | " + " | ".join(cells) + " |")
+        encoding, overrides = split_label(key[0])
+        first = f"| {encoding} | " + (f"{overrides or '-'} | " if with_overrides else "")
+        out.append(first + f"{row_label(key[1], key[2])} | " + " | ".join(cells) + " |")
     out.append("")
     return out
 
