@@ -71,6 +71,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             ``0..K-1`` in sorted order, the same in train and val.
         max_per_class: At most this many images per class and split (the first in sorted
             order), a whole number >= 1, or ``None`` for all.
+        train_per_class: At most this many training images per class (the first in sorted
+            order; validation keeps ``max_per_class``): a smaller training set measured on the
+            same validation images. ``None``: ``max_per_class``.
         batch_size: Per step and device (also for evaluation unless ``eval_dataloader`` is given one).
         num_workers: Loader workers; ``None`` picks :func:`~vit_rope.data.loaders.default_num_workers`.
         crop_pct: Evaluation centre-crop fraction in (0, 1], fixed across resolutions.
@@ -108,6 +111,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         img_size: int = 224,
         classes: str | Sequence[str] | None = None,
         max_per_class: int | None = None,
+        train_per_class: int | None = None,
         batch_size: int = 128,
         num_workers: int | None = None,
         crop_pct: float = 0.875,
@@ -135,6 +139,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             check_divisible("data.img_size", self.img_size, patch_size, "the patch size")
         self.train_resolutions = check_train_resolutions(train_resolutions, patch_size)
         self.max_per_class = check_range("data.max_per_class", max_per_class, 1, integer=True, optional=True)
+        self.train_per_class = check_range("data.train_per_class", train_per_class, 1, integer=True, optional=True)
         self.batch_size, self.num_workers = check_loader_options(batch_size, num_workers)
         self.crop_pct = float(check_range("data.crop_pct", crop_pct, 0, 1, low_open=True))
         self.re_prob = float(check_range("data.re_prob", re_prob, 0, 1))
@@ -193,10 +198,16 @@ class ImageFolderDataModule(L.LightningDataModule):
     def eval_transform(self, resolution: int) -> T.Compose:
         return eval_transform(resolution, self.crop_pct)
 
+    def _per_class(self, split: str) -> int | None:
+        """The cap on images per class of ``split``."""
+        if split == "train" and self.train_per_class is not None:
+            return min(self.train_per_class, self.max_per_class or self.train_per_class)
+        return self.max_per_class
+
     def _dataset(self, split: str) -> ClassSubsetFolder:
         if split not in self._sets:
             self._sets[split] = ClassSubsetFolder(
-                self.root / split, self.class_names, None, self.max_per_class, self.skip_corrupt
+                self.root / split, self.class_names, None, self._per_class(split), self.skip_corrupt
             )
         return self._sets[split]
 
@@ -219,7 +230,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.cache == "none" or (resolution and int(resolution / self.crop_pct) > self.cache_side(split)):
             return files
         if split not in self._stores:
-            selection = f"{self.class_names}|{self.max_per_class}"
+            selection = f"{self.class_names}|{self._per_class(split)}"
             self._stores[split] = open_store(
                 self.cache, files.samples, Path(files.root), self.cache_side(split), self.skip_corrupt,
                 self.cache_dir, selection,

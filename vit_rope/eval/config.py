@@ -37,6 +37,8 @@ class EvalConfig:
         diagnostics_images: Validation samples the attention diagnostics of each cell run on; 0: off.
         batch_size: Evaluation batch size; ``None`` takes the data's.
         window: Run each cell without and/or with local attention.
+        subset: Evaluate every cell on the same fixed subset of this many validation samples
+            (:func:`vit_rope.eval.loop.eval_subset`); ``None``: all of them.
     """
 
     weights: str
@@ -47,6 +49,7 @@ class EvalConfig:
     diagnostics_images: int
     batch_size: int | None
     window: tuple[bool, ...]
+    subset: int | None
 
     def __post_init__(self) -> None:
         check_choice("eval.weights", self.weights, WEIGHTS)
@@ -63,6 +66,7 @@ class EvalConfig:
         check_range("eval.diagnostics_images", self.diagnostics_images, 0, integer=True)
         check_range("eval.batch_size", self.batch_size, 1, integer=True, optional=True)
         object.__setattr__(self, "window", _flags("eval.window", self.window))
+        check_range("eval.subset", self.subset, 1, integer=True, optional=True)
 
     def check_model(self, model: Any) -> None:
         """Refuse resolutions that the model cannot take (a ViT's side must be a multiple of its
@@ -70,3 +74,14 @@ class EvalConfig:
         if isinstance(model, VisionTransformer):
             for r in self.resolutions or ():
                 check_divisible("eval.resolutions entry", r, model.patch_size, "the patch size")
+
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse a subset larger than the validation set, before anything is trained or written."""
+        if self.subset is None:
+            return
+        n = len(datamodule.eval_dataloader(datamodule.train_resolution).dataset)
+        if self.subset > n:
+            raise ConfigError(
+                f"eval.subset={self.subset} is larger than the validation set ({n} samples); use "
+                f"eval.subset={n} or less, or eval.subset=null for all of them."
+            )

@@ -20,8 +20,9 @@ import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from rich.progress import Progress
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, Subset, default_collate
 
+from vit_rope.errors import ConfigError
 from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.diagnostics import attention_diagnostics
 from vit_rope.eval.results import add_retention
@@ -139,9 +140,8 @@ def evaluate(
                 else:
                     if loader is None:
                         kwargs = {} if batch_size is None else {"batch_size": int(batch_size)}
-                        loader = _decoded_once(
-                            datamodule.eval_dataloader(res, mode=mode, **kwargs), trainer, cache_bytes
-                        )
+                        loader = eval_subset(datamodule.eval_dataloader(res, mode=mode, **kwargs), settings.subset)
+                        loader = _decoded_once(loader, trainer, cache_bytes)
                     with model.use_strategy(strategy, logn=use_logn, window=use_window):
                         out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
                         attention = _diagnostics(model, datamodule, trainer, res, mode, diagnostics_images)
@@ -186,6 +186,28 @@ def _diagnostics(model: Any, datamodule: Any, trainer: L.Trainer, res: int, mode
     # read in this process, a few at a time: no loader workers to start for a few samples
     batches = (collate([dataset[i] for i in range(s, min(s + 32, n))]) for s in range(0, n, 32))
     return attention_diagnostics(model, batches, images, device=trainer.strategy.root_device)
+
+
+def eval_subset(loader: DataLoader, subset: int | None) -> DataLoader:
+    """``loader`` over a fixed subset of ``subset`` of its samples: drawn once with a fixed seed (not
+    the run's), kept in their original order, so that every cell, resolution, run and seed is
+    measured on the same samples (paired comparisons). ``None`` keeps them all."""
+    n = len(loader.dataset)
+    if subset is None or subset == n:
+        return loader
+    if subset > n:
+        raise ConfigError(
+            f"eval.subset={subset} is larger than the validation set ({n} samples); use eval.subset={n} or less, "
+            "or eval.subset=null for all of them."
+        )
+    keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:subset].sort().values.tolist()
+    return DataLoader(
+        Subset(loader.dataset, keep),
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
 
 
 def eval_mode(datamodule: Any, mode: str | None) -> str:

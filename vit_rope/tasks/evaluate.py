@@ -103,6 +103,7 @@ def run_info(cfg: DictConfig, datamodule: Any, model: Any, settings: EvalConfig 
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # not under Hydra
         overrides = []
+    subset = {"eval_subset": settings.subset} if settings is not None and settings.subset is not None else {}
     return {
         "pos_embed": cfg.pos_embed.name,
         "model": cfg.model.name,
@@ -112,6 +113,7 @@ def run_info(cfg: DictConfig, datamodule: Any, model: Any, settings: EvalConfig 
         "unit": "px" if isinstance(model, VisionTransformer) else "tokens",
         "seed": int(cfg.seed),
         "overrides": overrides,
+        **subset,
     }
 
 
@@ -241,6 +243,7 @@ def evaluate_model(cfg: DictConfig) -> dict:
         module = build_run_module(train_cfg, datamodule)
         extra = load_weights(module, ckpt, settings.weights)
     settings.check_model(module.model)
+    settings.check_data(datamodule)
     module.eval()
     run = {**run_info(train_cfg, datamodule, module.model, settings), **extra}
     loggers = instantiate_all(cfg.get("logger"), "logger")

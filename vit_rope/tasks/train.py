@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
 from vit_rope.config import build_dataclass, plain
-from vit_rope.errors import ConfigError, check_choice
+from vit_rope.errors import ConfigError, check_choice, check_range
 from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_text
 from vit_rope.lit_module import OptimConfig
@@ -133,6 +135,34 @@ def _last_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def _check_schedule(cfg: DictConfig) -> tuple[int, int | None] | None:
+    """``(train_images, warmup_images)`` when the schedule is counted in images seen, else ``None``."""
+    total = check_range("train_images", cfg.train_images, 1, integer=True, optional=True)
+    warmup = check_range("warmup_images", cfg.warmup_images, 0, integer=True, optional=True)
+    if total is None and warmup is not None:
+        raise ConfigError(f"warmup_images={warmup} needs train_images; set train_images too, or drop warmup_images.")
+    return None if total is None else (total, warmup)
+
+
+def _schedule_in_images(
+    cfg: DictConfig, datamodule: Any, optim: OptimConfig, total: int, warmup: int | None
+) -> OptimConfig:
+    """A schedule counted in training images seen, so that it does not shrink with the folder:
+    ``trainer.max_epochs`` becomes ``round(total / n)`` (at least 1) for a training set of ``n``
+    images, and the warmup ``warmup / n`` epochs. Prints what it derived."""
+    datamodule.setup("fit")
+    n = len(datamodule.train_dataloader().dataset)
+    epochs = max(1, round(total / n))
+    cfg.trainer.max_epochs = epochs
+    if warmup is not None:
+        optim = dataclasses.replace(optim, warmup_epochs=warmup / n)
+    print(
+        f"Schedule: train_images={total:,} over {n:,} training images -> {epochs} epochs ({epochs * n:,} images "
+        f"seen), warmup {optim.warmup_epochs:.2f} epochs."
+    )
+    return optim
+
+
 def train(cfg: DictConfig) -> dict:
     """Train one model as configured; returns the final validation metrics (and the results).
 
@@ -152,6 +182,7 @@ def _train(cfg: DictConfig) -> dict:
     check_trainer(cfg.trainer)
     ema = build_dataclass(EMAConfig, cfg.ema, "ema")
     evaluating = check_choice("evaluate", cfg.evaluate, (True, False))
+    images = _check_schedule(cfg)
     settings = build_dataclass(EvalConfig, cfg.eval, "eval") if evaluating else None
     if settings is not None:
         _check_weights(settings.weights, ema, cfg.get("callbacks"))
@@ -163,9 +194,12 @@ def _train(cfg: DictConfig) -> dict:
     show_config(cfg, out)
 
     datamodule = instantiate_group(cfg.data, "data")
+    if images is not None:
+        optim = _schedule_in_images(cfg, datamodule, optim, *images)
     module = build_module(pos_embed, model_cfg, datamodule, optim, compile=bool(cfg.compile))
     if settings is not None:  # refuse resolutions the model cannot take now, not after hours of training
         settings.check_model(module.model)
+        settings.check_data(datamodule)
     if ckpt is not None:
         checked_state(module, ckpt)  # refuses a checkpoint of another model; Trainer.fit loads it
     n_params = sum(p.numel() for p in module.model.parameters())
