@@ -100,3 +100,10 @@ def test_eval_subset_larger_than_the_validation_set_is_refused_before_training(t
         train_run(tmp_path / "run", *TINY, "logger=none", "eval.subset=1000")
     assert_names(str(err.value), "eval.subset=1000", "128", "eval.subset=null")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_epochs_and_images_seen_on_one_command_line_are_refused(tmp_path: Path):
+    with pytest.raises(ConfigError) as err:
+        train_run(tmp_path / "run", *TINY, "train_images=512", "trainer.max_epochs=2")
+    assert_names(str(err.value), "trainer.max_epochs=2", "train_images=512", "train_images=null")
+    assert not (tmp_path / "run" / "checkpoints").exists()

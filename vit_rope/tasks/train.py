@@ -141,6 +141,12 @@ def _check_schedule(cfg: DictConfig) -> tuple[int, int | None] | None:
     warmup = check_range("warmup_images", cfg.warmup_images, 0, integer=True, optional=True)
     if total is None and warmup is not None:
         raise ConfigError(f"warmup_images={warmup} needs train_images; set train_images too, or drop warmup_images.")
+    epochs = next((o for o in task_overrides() if o.split("=")[0].lstrip("+") == "trainer.max_epochs"), None)
+    if total is not None and epochs is not None:  # one schedule, not two that silently override each other
+        raise ConfigError(
+            f"{epochs} and train_images={total} both set the schedule; give it in images seen "
+            f"(train_images=N) or in epochs ({epochs} train_images=null warmup_images=null)."
+        )
     return None if total is None else (total, warmup)
 
 
