@@ -6,15 +6,20 @@ normalised by log N) and the mean attention distance (in patches, or tokens).
 Colour is the encoding (with the overrides that split its rows), a dashed line the log-n
 scaling; error bars are the std over runs; ``n/a`` and missing points are not drawn; the training
 resolution is a dotted vertical line; the x axis names its unit (pixels, or tokens for sequence
-data). A row of one encoding that repeats an earlier row number for number at every resolution
-(APE's ``interpolate`` is its ``extrapolate``; ``+logn`` of a model that always applies log-n)
-is one computation of the evaluation, so it is drawn once, and the panel names what it repeats.
+data). A row of one encoding that repeats an earlier row number for number at every resolution,
+in top-1 and in every attention diagnostic (APE's ``interpolate`` is its ``extrapolate``;
+``+logn`` of a model that always applies log-n), is one computation of the evaluation, so it is
+drawn once, and the legend names what it repeats. When every row has a single strategy (a
+recipe sweep: each recipe evaluates its own), the rows share one panel, labelled with their
+strategy, so that the comparison asked for is on one axis. Long labels are wrapped in the legend,
+which sits beside the panels.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,16 +55,24 @@ def _attention(index: int) -> Series:
     return series
 
 
+LEGEND_WIDTH = 44  # characters per legend line; longer labels wrap
+
+
 def repeated_rows(table: Table) -> dict[Key, Key]:
-    """``{row: earlier row}`` for each row whose runs give the same (top1, top5, loss, n) as an
-    earlier row of the same encoding label at every resolution (rows in table order)."""
+    """``{row: earlier row}`` for each row whose runs give the same (top1, top5, loss, n) and the
+    same attention diagnostics as an earlier row of the same encoding label at every resolution
+    (rows in table order): only rows equal in every plotted quantity are drawn once."""
+
+    def numbers(key: Key) -> tuple[dict, dict]:
+        return dict(table.exact.get(key, {})), {r: v for r, v in table.attention.get(key, {}).items() if v}
+
     kept: list[Key] = []
     repeats: dict[Key, Key] = {}
     for key in table.keys():
         exact = dict(table.exact.get(key, {}))
         if not any(v[0] is not None for values in exact.values() for v in values):
             continue  # n/a everywhere: nothing is drawn anyway
-        earlier = next((k for k in kept if k[0] == key[0] and dict(table.exact[k]) == exact), None)
+        earlier = next((k for k in kept if k[0] == key[0] and numbers(k) == numbers(key)), None)
         if earlier is None:
             kept.append(key)
         else:
@@ -68,8 +81,24 @@ def repeated_rows(table: Table) -> dict[Key, Key]:
 
 
 def strategies(table: Table) -> list[str]:
-    """The table's strategies (one panel each), in row order."""
+    """The table's strategies, in row order."""
     return list(dict.fromkeys(k[1] for k in table.keys()))
+
+
+def one_strategy_per_row(table: Table) -> bool:
+    """Each encoding label has a single strategy, and they differ (a sweep over recipes)."""
+    per_label: dict[str, set[str]] = {}
+    for label, strategy, _ in table.keys():
+        per_label.setdefault(label, set()).add(strategy)
+    return len(strategies(table)) > 1 and all(len(s) == 1 for s in per_label.values())
+
+
+def panels(table: Table) -> list[tuple[str, tuple[str, ...]]]:
+    """(title, strategies drawn) of each column of panels: one per strategy, or one for all rows
+    when each row has its own strategy."""
+    if one_strategy_per_row(table):
+        return [("each row's strategy", tuple(strategies(table)))]
+    return [(s, (s,)) for s in strategies(table)]
 
 
 def colours(table: Table) -> dict[str, str]:
@@ -77,15 +106,13 @@ def colours(table: Table) -> dict[str, str]:
     return {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(k[0] for k in table.keys()))}
 
 
-def _panel(ax: Axes, table: Table, strategy: str, series: Series, repeats: dict[Key, Key], note: bool) -> None:
-    """One strategy's rows of ``table`` through ``series``, and the training resolution; with
-    ``note``, the rows not drawn again are named in the panel."""
+def _panel(ax: Axes, table: Table, drawn: tuple[str, ...], series: Series, repeats: dict[Key, Key]) -> None:
+    """The rows of ``table`` whose strategy is in ``drawn`` through ``series`` (repeated rows
+    left out), and the training resolution."""
     colour = colours(table)
-    notes = []
-    for key in [k for k in table.keys() if k[1] == strategy]:
-        label, _, logn = key
+    for key in [k for k in table.keys() if k[1] in drawn]:
+        label, strategy, logn = key
         if key in repeats:
-            notes.append(f"{label} {row_label(strategy, logn)} = {row_label(*repeats[key][1:])}")
             continue
         points = sorted(p for p in series(table, key) if p[1] is not None)
         if not points:
@@ -105,20 +132,33 @@ def _panel(ax: Axes, table: Table, strategy: str, series: Series, repeats: dict[
     train_res = table.group[3]
     if train_res is not None:
         ax.axvline(train_res, color="0.4", linestyle=":", label=f"training resolution ({train_res})")
-    if notes and note:
-        text = "drawn once (same numbers):\n" + "\n".join(notes)
-        ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize="x-small", va="bottom", color="0.3")
     ax.set_xticks(table.resolutions)
     ax.grid(alpha=0.3)
 
 
-def _legend(ax: Axes, table: Table) -> None:
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, LEGEND_WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _legend(fig: Figure, table: Table, repeats: dict[Key, Key]) -> None:
+    """Beside the block's panels: a colour per row label (with its strategy when the rows share
+    one panel), the line styles of log-n, and the rows drawn once with what they repeat."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=c, marker="o", label=label) for label, c in colours(table).items()]
+    own = {k[0]: k[1] for k in table.keys()} if one_strategy_per_row(table) else {}
+    handles = [
+        Line2D([], [], color=c, marker="o", label=_wrap(f"{label} · {own[label]}" if own else label))
+        for label, c in colours(table).items()
+    ]
     if any(k[2] for k in table.keys()):
         handles += [Line2D([], [], color="k", label="log-n off"), Line2D([], [], color="k", ls="--", label="+logn")]
-    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if repeats:
+        handles.append(Line2D([], [], linestyle="none", label="drawn once (same numbers):"))
+        handles += [
+            Line2D([], [], linestyle="none", label=_wrap(f"{k[0]} {row_label(k[1], k[2])} = {row_label(*e[1:])}"))
+            for k, e in repeats.items()
+        ]
+    fig.legend(handles=handles, fontsize="small", loc="outside right upper", handlelength=1.5)
 
 
 def _table_block(fig: Figure, table: Table) -> None:
@@ -127,23 +167,23 @@ def _table_block(fig: Figure, table: Table) -> None:
     rows: list[tuple[Series, str]] = [(_top1, "top-1 accuracy (%)")]
     if table.has_attention:
         rows += [(_attention(0), "entropy / log N"), (_attention(1), f"attention distance ({steps})")]
-    columns = strategies(table)
+    columns = panels(table)
     axes = fig.subplots(len(rows), len(columns), squeeze=False, sharey="row")
     repeats = repeated_rows(table)
     for r, (series, ylabel) in enumerate(rows):
-        for c, strategy in enumerate(columns):
+        for c, (title, drawn) in enumerate(columns):
             ax = axes[r][c]
-            _panel(ax, table, strategy, series, repeats, note=r == 0)
+            _panel(ax, table, drawn, series, repeats)
             if r == 0:
-                ax.set_title(strategy)
+                ax.set_title(title)
             if r == len(rows) - 1:
                 ax.set_xlabel(axis_name(table.unit))
             if c == 0:
                 ax.set_ylabel(ylabel)
         if series is not _top1:
             axes[r][0].set_ylim(*((0.0, 1.02) if r == 1 else (0.0, None)))
-    _legend(axes[0][-1], table)
-    fig.suptitle(table.title)
+    _legend(fig, table, repeats)
+    fig.suptitle(table.title, x=0.01, ha="left")  # left: clear of the legend at the top right
 
 
 def comparison_figure(runs: Sequence[RunResult]) -> Figure:
@@ -155,8 +195,8 @@ def comparison_figure(runs: Sequence[RunResult]) -> Figure:
 
     tables = comparison_tables(runs)
     heights = [3 if t.has_attention else 1 for t in tables] or [1]
-    ncols = max((len(strategies(t)) for t in tables), default=1)
-    fig = Figure(figsize=(3.8 * ncols + 2.8, 3.4 * sum(heights) + 0.8 * len(heights)), layout="constrained")
+    ncols = max((len(panels(t)) for t in tables), default=1)
+    fig = Figure(figsize=(3.8 * ncols + 3.6, 3.4 * sum(heights) + 0.8 * len(heights)), layout="constrained")
     FigureCanvasAgg(fig)
     if not tables:
         ax = fig.subplots()
