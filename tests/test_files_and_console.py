@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from tests.conftest import MODEL_TINY, assert_names, train_run
 from vit_rope.export import MODEL_FILE, TIMM_FILE, TIMM_META, export
 from vit_rope.models import create_model
 
@@ -21,3 +22,22 @@ def test_exported_files_get_the_mode_of_any_new_file(tmp_path: Path) -> None:
         os.umask(old)
     modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in (MODEL_FILE, TIMM_FILE, TIMM_META)}
     assert modes == {MODEL_FILE: 0o644, TIMM_FILE: 0o644, TIMM_META: 0o644}
+
+
+def test_an_image_folder_run_says_what_it_loaded(tmp_path: Path, image_tree: Path, capsys) -> None:
+    """Issue 22.10: classes and images found, and the images each epoch drops with the last
+    partial batch (12 training images at batch 5: 2 batches, 2 images dropped); in train.log too."""
+    model = ["model.patch_size=8", "model.embed_dim=32", "model.depth=1", "model.num_heads=2"]
+    data = ["data=imagefolder", f"data.root={image_tree}", "data.img_size=32", "data.num_workers=0"]
+    run = tmp_path / "run"
+    train_run(run, *MODEL_TINY[3:], *model, *data, "data.batch_size=5", "trainer.max_epochs=1", "evaluate=false",
+              "logger=none")  # fmt: skip
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("Image folder"))
+    assert_names(line, str(image_tree), "3 classes", "12 training", "12 validation", "2 full batches of 5",
+                 "last 2 images", "data.batch_size")  # fmt: skip
+    assert line in (run / "train.log").read_text()
+    train_run(tmp_path / "run2", *MODEL_TINY[3:], *model, *data, "data.batch_size=6", "trainer.max_epochs=1",
+              "evaluate=false", "logger=none")  # fmt: skip
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Image folder"))
+    assert "12 training" in line and "drops" not in line  # 6 divides 12: nothing dropped

@@ -215,6 +215,24 @@ class ImageFolderDataModule(L.LightningDataModule):
         self._source("val")
         if stage in (None, "fit"):
             self._source("train")
+            if self.trainer is None or self.trainer.is_global_zero:
+                print(self.summary())
+
+    def summary(self) -> str:
+        """What was found: classes, training and validation images, and the images each epoch
+        leaves out when the last partial training batch is dropped (as :func:`make_loader` does)."""
+        n_train, n_val = len(self._dataset("train")), len(self._dataset("val"))
+        text = (
+            f"Image folder {self.root}: {self.num_classes} classes, {n_train} training and {n_val} validation images."
+        )
+        dropped = n_train % self.batch_size if n_train > self.batch_size else 0
+        if dropped:
+            text += (
+                f" Each epoch trains {n_train // self.batch_size} full batches of {self.batch_size} and drops the "
+                f"last {dropped} images (a partial batch, different images each epoch); a data.batch_size that "
+                f"divides {n_train} keeps them."
+            )
+        return text
 
     def cache_side(self, split: str) -> int:
         """Shorter side of the cached images of ``split`` (:mod:`vit_rope.data.cached_folder`)."""
