@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from tests.conftest import MODEL_TINY, assert_names, train_run
+from tests.conftest import MODEL_TINY, assert_names, run_cli, train_run
 from vit_rope.export import MODEL_FILE, TIMM_FILE, TIMM_META, export
 from vit_rope.models import create_model
 
@@ -41,3 +41,17 @@ def test_an_image_folder_run_says_what_it_loaded(tmp_path: Path, image_tree: Pat
               "evaluate=false", "logger=none")  # fmt: skip
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Image folder"))
     assert "12 training" in line and "drops" not in line  # 6 divides 12: nothing dropped
+
+
+def test_help_says_what_each_command_does_and_what_it_needs() -> None:
+    """Issue 22.11: --help starts with a usage line and a paragraph (what the command does, its
+    main options; for eval.py, that one model source is required), before Hydra's lists."""
+    train_help = run_cli("train.py", "--help").stdout
+    assert train_help.startswith("usage: python train.py")
+    intro = train_help.split("== Configuration groups ==")[0]
+    assert_names(intro, "pos_embed=", "data=", "trainer.max_epochs=", "evaluate=false", "ckpt_path=", "-m")
+    eval_help = run_cli("eval.py", "--help").stdout
+    assert eval_help.startswith("usage: python eval.py")
+    intro = eval_help.split("== Configuration groups ==")[0]
+    assert_names(intro, "ckpt_path", "run_dir", "timm_model", "compare", "required", "eval.resolutions=")
+    assert "powered by Hydra" not in train_help + eval_help
