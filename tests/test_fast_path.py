@@ -81,20 +81,27 @@ def test_rotation_of_low_precision_and_odd_strided_inputs(layout):
 # -- tables: built once per grid, learned ones in one op ------------------------------------------
 
 
-def test_model_builds_fixed_tables_once_per_grid():
+def test_model_builds_fixed_tables_once_per_grid(monkeypatch):
+    built = []  # (grid, strategy) of every table the model computes
+    original = rope_embed_module.Rotary.angles
+
+    def counting(self, grid):
+        built.append((tuple(grid), self.strategy))
+        return original(self, grid)
+
+    monkeypatch.setattr(rope_embed_module.Rotary, "angles", counting)
     model = tiny("rope_axial")
     small, large = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 48, 48)
     model(small)
     model(small)
-    assert model.rope.tables_built == 1  # one table for all layers and both forwards
+    assert built == [((4, 4), "extrapolate")]  # one table for all layers and both forwards
     model(large)
     model(large)
-    assert model.rope.tables_built == 2  # the new grid adds one
-    model(small)
-    assert model.rope.tables_built == 2  # and the first is still cached
+    model(small)  # the first is still cached
+    assert built == [((4, 4), "extrapolate"), ((6, 6), "extrapolate")]  # the new grid adds one
     with model.use_strategy("ntk"):
         model(large)
-    assert model.rope.tables_built == 3  # a strategy is part of the key
+    assert built[2:] == [((6, 6), "ntk")]  # a strategy is part of the key
 
 
 def test_learned_angles_are_one_batched_op_per_forward(monkeypatch):

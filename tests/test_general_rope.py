@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from vit_rope import create_model
-from vit_rope.layers.rope_embed import Rotary, RotarySettings, cayley
+from vit_rope.layers.rope_embed import Rotary, cayley
 from vit_rope.layers.rotary import apply_rotary, grid_positions
+from vit_rope.models.encodings import RopeGeneral
 
 D, HEADS, DEPTH = 16, 2, 2
 KW = dict(num_classes=3, img_size=32, patch_size=8, embed_dim=D * HEADS, depth=DEPTH, num_heads=HEADS)
@@ -30,7 +31,7 @@ def test_cayley_basis_is_orthogonal_and_identity_at_zero():
 
 
 def test_relative_position_identity_and_norms_for_a_random_basis():
-    rope = Rotary(RotarySettings(kind="general", base=10.0), D, HEADS, DEPTH, (4, 5), num_prefix_tokens=0)
+    rope = Rotary(RopeGeneral(), D, HEADS, DEPTH, (4, 5), num_prefix_tokens=0)
     with torch.no_grad():
         rope.basis_params.normal_(0, 0.5)
     angles = rope.angles((4, 5))

@@ -184,7 +184,7 @@ def test_from_timm_same_logits_at_224_and_320(name):
         "vit_small_patch16_rope_ape_224": "rope_axial_ape",
         "vit_small_patch16_rope_mixed_ape_224": "rope_mixed_ape",
     }[name]
-    assert model.encoding_name == expected_name
+    assert model.encoding.name == expected_name
     g = torch.Generator().manual_seed(1)
     for size in (224, 320):
         x = torch.randn(2, 3, size, size, generator=g)
@@ -196,7 +196,7 @@ def test_from_timm_same_logits_at_224_and_320(name):
 
 def test_from_timm_by_name_builds_without_download():
     model = from_timm("vit_small_patch16_rope_mixed_224")
-    assert model.encoding_name == "rope_mixed" and model.num_classes == 1000
+    assert model.encoding.name == "rope_mixed" and model.num_classes == 1000
 
 
 SIBLINGS = [
@@ -271,4 +271,5 @@ def test_training_time_logn_uses_one_rule_in_training_and_test():
 def test_spiral_and_dinov3_strategy_applicability():
     assert {s for s in STRATEGIES if not tiny("rope_spiral").strategy_applies(s)} == {"ntk"}
     assert {s for s in STRATEGIES if not tiny("rope_dinov3").strategy_applies(s)} == {"interpolate", "ntk", "yarn"}
-    assert tiny("rope_dinov3").rope.coords == "normalized" and tiny("rope_dinov3").rope.settings.rescale == 2.0
+    dinov3 = tiny("rope_dinov3").rope.encoding
+    assert dinov3.coords == "normalized" and dinov3.rescale == 2.0 and dinov3.augments

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vit_rope.layers.rope_embed import Rotary, RotarySettings
+from vit_rope.layers.rope_embed import Rotary
 from vit_rope.layers.rotary import (
     apply_rotary,
     axial_frequencies,
@@ -11,14 +11,17 @@ from vit_rope.layers.rotary import (
     mixed_frequencies_init,
     rotary_angles,
 )
+from vit_rope.models.encodings import RopeAxial, make_pos_embed
 
 D = 32  # head dim
 
 
+FAMILY_OF = {"1d": "rope1d", "axial": "rope_axial", "mixed": "rope_mixed", "spiral": "rope_spiral"}
+
+
 def make_rotary(kind, head_dim, num_heads, depth, grid, num_prefix_tokens=1, **options):
-    base = {"1d": 10000.0, "axial": 100.0, "mixed": 10.0, "spiral": 100.0}[kind]
-    settings = RotarySettings(kind=kind, base=options.pop("base", base), **options)
-    return Rotary(settings, head_dim, num_heads, depth, grid, num_prefix_tokens)
+    encoding = make_pos_embed(FAMILY_OF[kind], **options)
+    return Rotary(encoding, head_dim, num_heads, depth, grid, num_prefix_tokens)
 
 
 def rotate(x, pos, freqs, layout="interleaved"):
@@ -162,15 +165,13 @@ def test_prefix_tokens_are_not_rotated():
 
 def test_fixed_tables_are_cached_per_grid():
     rope = make_rotary("axial", D, 2, 3, (4, 4))
-    rope((4, 4))
-    rope((4, 4))
-    assert rope.tables_built == 1
-    rope((6, 6))
-    rope((6, 6))
-    assert rope.tables_built == 2
+    small = rope((4, 4)).cos
+    assert rope((4, 4)).cos is small  # the same tensor: computed once
+    large = rope((6, 6)).cos
+    assert large is not small and rope((6, 6)).cos is large
+    assert rope((4, 4)).cos is small  # the first is still cached
     rope.set_strategy("ntk")
-    rope((6, 6))
-    assert rope.tables_built == 3
+    assert rope((6, 6)).cos is not large  # a strategy is part of the key
 
 
 @pytest.mark.parametrize("shape", [(6, 6), (5, 7)])
@@ -242,4 +243,4 @@ def test_partial_rope_fraction_is_range_checked():
     from vit_rope.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"pos_embed.rotate_fraction=0.0 is out of range; .* in \(0.0, 1.0\]"):
-        RotarySettings(kind="axial", base=100.0, rotate_fraction=0.0)
+        RopeAxial(rotate_fraction=0.0)

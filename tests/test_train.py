@@ -39,7 +39,7 @@ def group_options(group: str) -> list[str]:
 def test_every_pos_embed_config_composes_and_instantiates(pos_embed):
     cfg = compose_train(f"pos_embed={pos_embed}", "model.embed_dim=32", "model.depth=1", "model.num_heads=2")
     model = build_net_from_config(cfg, 4, 32)
-    assert model.encoding_name == pos_embed
+    assert model.encoding.name == pos_embed
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
 
 

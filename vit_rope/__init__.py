@@ -17,7 +17,6 @@ from vit_rope.errors import ConfigError, PositionConfigError
 from vit_rope.extrapolate import STRATEGIES
 from vit_rope.models import (
     ENCODINGS,
-    TEXT_ENCODINGS,
     TextEncoder,
     VisionTransformer,
     create_model,
@@ -30,7 +29,6 @@ from vit_rope.models import (
 __all__ = [
     "ENCODINGS",
     "STRATEGIES",
-    "TEXT_ENCODINGS",
     "ConfigError",
     "PositionConfigError",
     "TextEncoder",

@@ -63,7 +63,7 @@ def _metadata(net: nn.Module) -> dict[str, str]:
     return {
         "format": "vit_rope",
         "model": json.dumps({"_target_": target, **dataclasses.asdict(net.cfg)}),
-        "pos_embed": json.dumps(dataclasses.asdict(net.pos)),
+        "pos_embed": json.dumps(dataclasses.asdict(net.encoding)),
         "num_classes": str(net.num_classes),
         "resolution": json.dumps(list(net.img_size) if hasattr(net, "img_size") else net.train_grid[0]),
         "vocab_size": json.dumps(getattr(net, "vocab_size", None)),
@@ -93,7 +93,7 @@ def export(
     if spec is None:
         return [out / MODEL_FILE]
     (out / TIMM_FILE).write_bytes(save(to_timm_state_dict(net)))
-    meta = {"timm_model": spec[0], "kwargs": spec[1], "encoding": net.encoding_name, **(info or {})}
+    meta = {"timm_model": spec[0], "kwargs": spec[1], "encoding": net.encoding.name, **(info or {})}
     (out / TIMM_META).write_text(json.dumps(meta, indent=2) + "\n")
     return [out / n for n in names]
 

@@ -19,7 +19,8 @@ For rotary encodings every strategy is an elementwise scale ``G`` of the frequen
 ``F' = F * G`` (scaling frequency and scaling position are the same thing), plus an
 attention-logit multiplier. At the training grid every ``G`` is exactly one, so every strategy
 reproduces the unmodified model there. Absolute tables read :class:`Resize` to resample or to
-take fractional positions.
+take fractional positions. Which strategies apply to an encoding is said by its family
+(``strategy_applies`` in :mod:`vit_rope.models.encodings`); elsewhere the result is n/a.
 """
 
 from __future__ import annotations
@@ -42,32 +43,6 @@ def check_strategy(strategy: str, where: str = "") -> str:
             f"Unknown test-time strategy '{strategy}'{place}; choose one of {', '.join(STRATEGIES)}."
         )
     return strategy
-
-
-def strategy_applies(rotary: str | None, absolute: str | None, strategy: str, coords: str = "index") -> bool:
-    """Whether ``strategy`` means something for an encoding (else its result is recorded n/a).
-
-    Args:
-        rotary: The rotary family (``1d``, ``axial``, ``mixed``, ``spiral``) or ``None``.
-        absolute: The absolute table (``learned``, ``sincos``) or ``None``.
-        strategy: One of :data:`STRATEGIES`.
-        coords: ``index`` or ``normalized`` rotary positions.
-
-    Rotary encodings take every strategy, except that NTK needs axis-aligned base-generated
-    frequencies (so not mixed or spiral ones) and normalized coordinates already map every grid onto the training range
-    (so only ``extrapolate``). A learned table is resampled under both ``extrapolate`` and
-    ``interpolate``; a sin-cos table is recomputed on the larger grid or at fractional
-    positions; NTK and YaRN rescale rotary frequencies, so they are n/a without them. With no
-    encoding at all only ``extrapolate`` (do nothing) applies.
-    """
-    check_strategy(strategy)
-    if rotary is not None:
-        if coords == "normalized":
-            return strategy == "extrapolate"
-        return not (strategy == "ntk" and rotary not in ("1d", "axial"))
-    if absolute is not None:
-        return strategy in ("extrapolate", "interpolate")
-    return strategy == "extrapolate"
 
 
 @dataclass(frozen=True)
@@ -124,7 +99,7 @@ def frequency_scale(
     base: float,
     yarn_alpha: float = 1.0,
     yarn_beta: float = 32.0,
-    learned: bool = False,
+    axis_aligned: bool = True,
 ) -> torch.Tensor:
     """Elementwise scale ``G`` (same shape as ``freqs``, ``(..., d/2, a)``) so that ``F * G``
     implements ``resize``.
@@ -139,7 +114,7 @@ def frequency_scale(
         resize: The ratio of the current grid to the training grid, and the strategy.
         base: The base that generated (or initialised) the frequencies.
         yarn_alpha, yarn_beta: YaRN's correction bounds, in turns over the training extent.
-        learned: The frequencies are learned (or not axis-aligned), so NTK does not apply.
+        axis_aligned: Every pair follows one axis with a base-generated frequency; NTK needs it.
     """
     s = torch.tensor(resize.scale, dtype=torch.float32, device=freqs.device)  # (a,)
     if resize.is_identity:
@@ -147,7 +122,7 @@ def frequency_scale(
     if resize.strategy == "interpolate":
         return (1.0 / s).expand_as(freqs).clone()
     if resize.strategy == "ntk":
-        if learned:
+        if not axis_aligned:
             raise PositionConfigError("NTK scaling needs base-generated frequencies; use yarn or interpolate.")
         # Exponent of each entry in units of the base: f = base^(-2j/d_a)  =>  2j/d_a = -log f / log base.
         # NTK multiplies it by d_a/(d_a-2): f' = f * s^(-2j/(d_a-2)).

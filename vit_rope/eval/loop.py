@@ -49,9 +49,9 @@ def cell_key(
         return (resolution,)
     if resolution < train_resolution:
         window = False
-    pos = getattr(model, "pos", None)
-    if pos is not None and pos.rotary is None and pos.absolute == "learned":
-        strategy = "extrapolate"
+    encoding = getattr(model, "encoding", None)
+    if encoding is not None:
+        strategy = encoding.equivalent_strategy(strategy)
     if getattr(getattr(model, "cfg", None), "logn_attention", False):
         logn = True
     return (resolution, strategy, logn, window)

@@ -56,22 +56,22 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: RotaryTables | None = None,
+        tables: RotaryTables | None = None,
         logit_scale: float = 1.0,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``attn_mask``: optional ``(N, N)`` boolean mask, True where a query may attend."""
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-        if rope is not None and rope.basis is not None:
+        if tables is not None and tables.basis is not None:
             # The general form: q and k in the basis P of each head, then rotated there.
-            qk = apply_rotary(qkv[:2] @ rope.basis, rope.cos, rope.sin, rope.layout)  # (2, B, h, N, hd)
+            qk = apply_rotary(qkv[:2] @ tables.basis, tables.cos, tables.sin, tables.layout)  # (2, B, h, N, hd)
             (q, k), v = qk.unbind(0), qkv[2]
         else:
-            if rope is not None:
+            if tables is not None:
                 # q and k in one op, written back into the projection's output: SDPA then reads (and
                 # saves for backward) views of one buffer, as without RoPE, and no copy of q, k is made.
-                apply_rotary(qkv[:2], rope.cos, rope.sin, rope.layout, inplace=True)
+                apply_rotary(qkv[:2], tables.cos, tables.sin, tables.layout, inplace=True)
             q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         if self.probe is not None:
             self.probe(q, k, self.scale * logit_scale, attn_mask)
@@ -116,10 +116,10 @@ class Block(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: RotaryTables | None = None,
+        tables: RotaryTables | None = None,
         logit_scale: float = 1.0,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), rope, logit_scale, attn_mask)))
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), tables, logit_scale, attn_mask)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x

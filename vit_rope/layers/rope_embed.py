@@ -1,7 +1,7 @@
 """The rotary embedding of one model: its frequencies, and ``(cos, sin)`` tables per grid.
 
-:class:`RotarySettings` holds the options of every rotary family (1D, axial, mixed), checked
-once; :class:`Rotary` turns them into tables with the functions of
+:class:`Rotary` reads a rotary encoding (a family of :mod:`vit_rope.models.encodings`, where
+each option has its default and its check), turns it into tables with the functions of
 :mod:`vit_rope.layers.rotary`, and applies the test-time strategy of
 :mod:`vit_rope.extrapolate` to its frequencies.
 """
@@ -10,30 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
 
-from vit_rope.errors import PositionConfigError, check_choice, check_range
+from vit_rope.errors import PositionConfigError
 from vit_rope.extrapolate import Resize, check_strategy, frequency_scale, yarn_attention_factor
 from vit_rope.layers.rotary import (
-    COORD_MODES,
-    PAIR_LAYOUTS,
     augment_positions,
-    axial_frequencies,
     grid_positions,
-    mixed_frequencies_init,
     raster_positions,
     rotary_angles,
     rotated_pair_mask,
-    spiral_frequencies,
 )
-
-ROTARY_KINDS = ("1d", "axial", "mixed", "spiral", "general")
-LEARNED_KINDS = ("mixed", "general")  # one frequency table per layer and head
-AXIS_ALIGNED = ("1d", "axial")  # base-generated, one axis per pair: NTK applies
 
 
 class RotaryTables(NamedTuple):
@@ -55,68 +45,38 @@ def cayley(skew_params: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(eye + A, eye - A, left=False)
 
 
-def _check_factor(key: str, value: float) -> float:
-    """A log-uniform augmentation factor: 0 or 1 mean off, above 1 is the range ``[1/f, f]``."""
-    check_range(f"pos_embed.{key}", value, 0.0)
-    if 0.0 < value < 1.0:
-        raise PositionConfigError(
-            f"pos_embed.{key}={value} is between 0 and 1; it is the factor f of a log-uniform draw in [1/f, f], "
-            f"so set it above 1 (e.g. {1 / value:.3g}), or to 0 to switch it off."
-        )
-    return value
+class RotaryEncoding(Protocol):
+    """What :class:`Rotary` reads of a rotary encoding; the rotary families of
+    :mod:`vit_rope.models.encodings` are its implementations, with every default and check.
 
-
-@dataclass(frozen=True)
-class RotarySettings:
-    """Options of a rotary encoding.
-
-    Args:
-        kind: ``1d`` (raster / token index), ``axial`` (pairs split between x and y),
-            ``mixed`` (learned 2D frequencies per layer and head), ``spiral`` (fixed 2D
-            frequencies along golden-angle directions per head) or ``general`` (RoPE-Mixed's
-            frequencies in a learned orthogonal basis per layer and head).
-        base: Frequency base (> 1): frequencies ``base^(-2j/d_a)``; the mixed init's magnitudes.
-        layout: ``interleaved`` (pair j = channels 2j, 2j+1; timm) or ``half`` (j, j + d/2).
-        coords: ``index`` (integer patch indices) or ``normalized`` (patch centres in [-1, 1]).
-        shift: Training-only: add ``U(-shift, shift)`` per axis to the positions (0 = off).
-        jitter: Training-only: scale each axis by a log-uniform factor in ``[1/jitter, jitter]``.
-        rescale: Training-only: scale all axes by one log-uniform factor in ``[1/rescale, rescale]``.
-        yarn_alpha, yarn_beta: YaRN's ramp, in turns over the training extent.
-        rotate_fraction: Partial RoPE: the fraction of each axis's pairs that rotate (the
-            fastest); the others are left unrotated. 1 rotates all.
-        learn_basis: ``general`` only: learn the orthogonal basis ``P``; ``False`` fixes ``P = I``
-            (exactly RoPE-Mixed).
+    ``num_axes``: 1 (token or raster index) or 2 (``x``, ``y``); ``learned``: the frequencies are
+    parameters, one set per layer and head; ``axis_aligned``: every pair follows one axis with a
+    base-generated frequency (what NTK needs); ``learn_basis``: the general form's orthogonal
+    basis per layer and head is learned; ``augments``: training-only coordinate augmentation is on.
     """
 
-    kind: str
+    name: str
+    num_axes: int
+    learned: bool
+    axis_aligned: bool
+    learn_basis: bool
     base: float
-    layout: str = "interleaved"
-    coords: str = "index"
-    shift: float = 0.0
-    jitter: float = 0.0
-    rescale: float = 0.0
-    yarn_alpha: float = 1.0
-    yarn_beta: float = 32.0
-    rotate_fraction: float = 1.0
-    learn_basis: bool = True
-
-    def __post_init__(self) -> None:
-        check_choice("rotary kind", self.kind, ROTARY_KINDS)
-        check_range("pos_embed.base", self.base, 1.0, low_open=True)
-        check_choice("pos_embed.layout", self.layout, PAIR_LAYOUTS)
-        check_choice("pos_embed.coords", self.coords, COORD_MODES)
-        if self.kind in LEARNED_KINDS and self.layout != "interleaved":
-            raise PositionConfigError("RoPE-Mixed uses the interleaved pair layout; set pos_embed.layout=interleaved.")
-        check_range("pos_embed.shift", self.shift, 0.0)
-        _check_factor("jitter", self.jitter)
-        _check_factor("rescale", self.rescale)
-        check_range("pos_embed.yarn_alpha", self.yarn_alpha, 0.0)
-        check_range("pos_embed.yarn_beta", self.yarn_beta, self.yarn_alpha, low_open=True)
-        check_range("pos_embed.rotate_fraction", self.rotate_fraction, 0.0, 1.0, low_open=True)
+    layout: str
+    coords: str
+    shift: float
+    jitter: float
+    rescale: float
+    yarn_alpha: float
+    yarn_beta: float
+    rotate_fraction: float
 
     @property
-    def augments(self) -> bool:
-        return bool(self.shift) or self.jitter > 1.0 or self.rescale > 1.0
+    def augments(self) -> bool: ...
+
+    def frequencies(self, depth: int, num_heads: int, head_dim: int) -> torch.Tensor:
+        """The frequency matrix ``(d/2, a)`` (fixed), ``(heads, d/2, a)`` or ``(depth, heads, d/2, a)``
+        (the initial values of learned ones)."""
+        ...
 
 
 class Rotary(nn.Module):
@@ -127,7 +87,7 @@ class Rotary(nn.Module):
     from one batched op per forward.
 
     Args:
-        settings: The encoding's options.
+        encoding: The rotary encoding (its family says how frequencies and positions are made).
         head_dim: Channels per attention head ``d``.
         num_heads, depth: For the per-layer, per-head learned frequencies.
         train_grid: Token grid seen in training, ``(L,)`` or ``(H, W)``; the reference for strategies.
@@ -136,7 +96,7 @@ class Rotary(nn.Module):
 
     def __init__(
         self,
-        settings: RotarySettings,
+        encoding: RotaryEncoding,
         head_dim: int,
         num_heads: int,
         depth: int,
@@ -144,48 +104,41 @@ class Rotary(nn.Module):
         num_prefix_tokens: int,
     ) -> None:
         super().__init__()
-        self.settings = settings
-        self.kind = settings.kind
-        self.layout = settings.layout
-        self.coords = settings.coords if settings.kind != "1d" else "index"
-        self.base = float(settings.base)
+        self.encoding = encoding
         self.head_dim = head_dim
         self.num_prefix_tokens = num_prefix_tokens
         self.train_grid = tuple(int(g) for g in train_grid)
         self.strategy = "extrapolate"
-        if settings.kind == "axial" and len(self.train_grid) != 2:
-            raise PositionConfigError("Axial RoPE needs a 2D grid; use rope1d for sequences.")
-        if settings.kind in LEARNED_KINDS:
-            self.freqs = nn.Parameter(mixed_frequencies_init(depth, num_heads, head_dim, self.base))
-        elif settings.kind == "spiral":
-            self.register_buffer("freqs", spiral_frequencies(num_heads, head_dim, self.base), persistent=False)
+        if encoding.num_axes == 2 and len(self.train_grid) != 2:
+            raise PositionConfigError(f"pos_embed={encoding.name} needs a 2D grid; use rope1d for sequences.")
+        freqs = encoding.frequencies(depth, num_heads, head_dim)
+        if encoding.learned:
+            self.freqs = nn.Parameter(freqs)
         else:
-            num_axes = 1 if settings.kind == "1d" else 2
-            self.register_buffer("freqs", axial_frequencies(head_dim, self.base, num_axes), persistent=False)
+            self.register_buffer("freqs", freqs, persistent=False)
         # The general form: q and k enter an orthogonal basis P per layer and head, P = cayley(S),
         # S = 0 at init (P = I: RoPE-Mixed). Only q.k is used, and P^T P = I, so rotating in the
         # new basis without turning back gives the same attention (the back-rotation is skipped).
-        if settings.kind == "general" and settings.learn_basis:
+        if encoding.learn_basis:
             self.basis_params = nn.Parameter(torch.zeros(depth, num_heads, head_dim, head_dim))
         else:
             self.basis_params = None
-        groups = 1 if settings.kind == "1d" else 2
-        mask = rotated_pair_mask(head_dim // 2, groups, settings.rotate_fraction)
-        self.register_buffer("pair_mask", mask if settings.rotate_fraction < 1.0 else None, persistent=False)
+        mask = rotated_pair_mask(head_dim // 2, encoding.num_axes, encoding.rotate_fraction)
+        self.register_buffer("pair_mask", mask if encoding.rotate_fraction < 1.0 else None, persistent=False)
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.tables_built = 0  # how many fixed tables were computed (the cache test reads it)
 
     @property
     def learned(self) -> bool:
-        return self.kind in LEARNED_KINDS
+        """Learned frequencies: one table per layer (:meth:`angles`, :meth:`layer_tables`)."""
+        return self.encoding.learned
 
     @property
     def augmenting(self) -> bool:
-        return self.training and self.settings.augments
+        return self.training and self.encoding.augments
 
     def extra_repr(self) -> str:
-        fraction = self.settings.rotate_fraction
-        return f"kind={self.kind}, base={self.base}, layout={self.layout}, coords={self.coords}, rotate={fraction}"
+        e = self.encoding
+        return f"encoding={e.name}, base={e.base}, layout={e.layout}, coords={e.coords}, rotate={e.rotate_fraction}"
 
     def _apply(self, fn, recurse=True):
         self._cache.clear()  # tables follow the module to its new device / dtype
@@ -198,13 +151,13 @@ class Rotary(nn.Module):
 
     def positions(self, grid: Sequence[int]) -> torch.Tensor:
         dev = self.freqs.device
-        if self.kind == "1d":
+        if self.encoding.num_axes == 1:
             return raster_positions(grid, device=dev)
-        return grid_positions(grid, self.coords, device=dev)
+        return grid_positions(grid, self.encoding.coords, device=dev)
 
     def resize(self, grid: Sequence[int]) -> Resize:
         """Per-axis ratio of ``grid`` to the training grid, in this encoding's position units."""
-        if self.kind == "1d":
+        if self.encoding.num_axes == 1:
             scale = (math.prod(grid) / math.prod(self.train_grid),)
             extent = (float(math.prod(self.train_grid)),)
         else:
@@ -217,9 +170,9 @@ class Rotary(nn.Module):
         resize = self.resize(grid)
         if resize.is_identity:
             return self.freqs
-        s = self.settings
+        e = self.encoding
         return self.freqs * frequency_scale(
-            self.freqs, resize, self.base, s.yarn_alpha, s.yarn_beta, learned=self.kind not in AXIS_ALIGNED
+            self.freqs, resize, float(e.base), e.yarn_alpha, e.yarn_beta, axis_aligned=e.axis_aligned
         )
 
     def attention_factor(self, grid: Sequence[int]) -> float:
@@ -232,9 +185,9 @@ class Rotary(nn.Module):
         (all layers in one batched op), prefix tokens first; not cached."""
         pos = self.positions(grid)
         if self.augmenting:
-            s = self.settings
-            pos = augment_positions(pos, s.shift, s.jitter, s.rescale)
-        if self.coords == "normalized":
+            e = self.encoding
+            pos = augment_positions(pos, e.shift, e.jitter, e.rescale)
+        if self.encoding.coords == "normalized":
             # Normalized coordinates span [-1, 1]: a pair of frequency f turns f / pi times across
             # the image, as DINOv3's angle 2 pi x / period with period = 1 / f (timm RotaryEmbeddingDinoV3).
             pos = pos * (2 * math.pi)
@@ -257,7 +210,7 @@ class Rotary(nn.Module):
         """Tables of one layer from the angles of :meth:`angles` (learned frequencies), with that
         layer's basis from :meth:`basis` for the general form."""
         return RotaryTables(
-            angles[layer].cos(), angles[layer].sin(), self.layout, None if basis is None else basis[layer]
+            angles[layer].cos(), angles[layer].sin(), self.encoding.layout, None if basis is None else basis[layer]
         )
 
     def forward(self, grid: Sequence[int], dtype: torch.dtype = torch.float32) -> RotaryTables:
@@ -268,12 +221,11 @@ class Rotary(nn.Module):
         grid = tuple(int(g) for g in grid)
         if self.augmenting or torch.compiler.is_compiling():
             angles = self.angles(grid)
-            return RotaryTables(angles.cos().to(dtype), angles.sin().to(dtype), self.layout)
+            return RotaryTables(angles.cos().to(dtype), angles.sin().to(dtype), self.encoding.layout)
         key = (grid, self.strategy, dtype, self.freqs.device)
         tables = self._cache.get(key)
         if tables is None:
             angles = self.angles(grid)
             tables = (angles.cos().to(dtype), angles.sin().to(dtype))
             self._cache[key] = tables
-            self.tables_built += 1
-        return RotaryTables(*tables, self.layout)
+        return RotaryTables(*tables, self.encoding.layout)

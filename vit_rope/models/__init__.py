@@ -7,7 +7,7 @@ from typing import Any
 
 from vit_rope.config import build_dataclass, plain
 from vit_rope.errors import ConfigError
-from vit_rope.models.encodings import ENCODING_NAMES, ENCODINGS, TEXT_ENCODINGS, build_pos_embed, make_pos_embed
+from vit_rope.models.encodings import ENCODINGS, build_pos_embed, make_pos_embed
 from vit_rope.models.from_timm import from_timm
 from vit_rope.models.text import TextConfig, TextEncoder, create_text_model
 from vit_rope.models.trunk import Transformer, TrunkConfig
@@ -27,9 +27,7 @@ def build_model_config(node: Mapping[str, Any]) -> ViTConfig | TextConfig:
 
 __all__ = [
     "ENCODINGS",
-    "ENCODING_NAMES",
     "MODEL_SIZES",
-    "TEXT_ENCODINGS",
     "TextConfig",
     "TextEncoder",
     "Transformer",

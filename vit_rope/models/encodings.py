@@ -15,8 +15,12 @@
 
 ``conf/pos_embed/<name>.yaml`` names the family in ``_target_`` and sets its options, which
 are exactly the fields of its dataclass; :func:`build_pos_embed` refuses any other key in one
-sentence. Each config knows which layers it builds (:meth:`PosEmbedConfig.build_rotary`,
-:meth:`PosEmbedConfig.build_absolute`) and which test-time strategies apply to it.
+sentence. A family is one class that says everything about itself: its names and presets,
+whether it rotates q and k and how (its frequencies, whether they are learned or axis-aligned),
+its absolute table, which layers it builds (:meth:`PosEmbedConfig.build_rotary`,
+:meth:`PosEmbedConfig.build_absolute`) and which test-time strategies apply to it
+(:meth:`PosEmbedConfig.strategy_applies`). Defining the class registers its names in
+:data:`ENCODINGS`, so a new encoding is one class here and one YAML file.
 """
 
 from __future__ import annotations
@@ -26,27 +30,54 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from vit_rope.config import build_dataclass
-from vit_rope.errors import PositionConfigError, check_range
-from vit_rope.extrapolate import strategy_applies
+from vit_rope.errors import PositionConfigError, check_choice, check_range
+from vit_rope.extrapolate import check_strategy
 from vit_rope.layers.abs_pos import LearnedPosEmbed, SinCosPosEmbed
-from vit_rope.layers.rope_embed import Rotary, RotarySettings
+from vit_rope.layers.rope_embed import Rotary
+from vit_rope.layers.rotary import (
+    COORD_MODES,
+    PAIR_LAYOUTS,
+    axial_frequencies,
+    mixed_frequencies_init,
+    spiral_frequencies,
+)
+
+# The registry: ``pos_embed=`` name -> family, in the order the families are defined (the order
+# of tables and benchmarks). A family adds its names when its class is defined.
+ENCODINGS: dict[str, type[PosEmbedConfig]] = {}
 
 
 @dataclass(frozen=True)
 class PosEmbedConfig:
-    """Base of every family: its ``name`` and the layers it is made of.
+    """Base of every family: its ``name``, what it is, and the layers it is made of.
 
-    Class attributes: ``rotary`` (``1d``, ``axial``, ``mixed`` or ``None``), ``absolute``
-    (``learned``, ``sincos`` or ``None``) and ``names`` (the ``pos_embed=`` names of the family).
+    A subclass that declares ``names`` (its ``pos_embed=`` names) is a family and registers them;
+    ``presets`` maps some of those names to the options they set (``conf/pos_embed/<name>.yaml``
+    sets the same). ``rotary``: it rotates q and k (:meth:`build_rotary`); ``text``: the text
+    encoder takes it (it works on a sequence of tokens).
     """
 
     name: str = "none"
-    rotary: ClassVar[str | None] = None
-    absolute_kind: ClassVar[str | None] = None
-    names: ClassVar[tuple[str, ...]] = ("none",)
+    names: ClassVar[tuple[str, ...]] = ()
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    rotary: ClassVar[bool] = False
+    text: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "names" not in cls.__dict__:
+            return  # a base shared by families, not a family
+        for name in cls.__dict__.get("presets", {}):  # a parent's presets are not its own
+            if name not in cls.names:
+                raise TypeError(f"{cls.__name__}.presets names '{name}'; add it to {cls.__name__}.names.")
+        for name in cls.names:
+            if name in ENCODINGS:
+                raise TypeError(f"pos_embed={name} is {ENCODINGS[name].__name__}; give {cls.__name__} another name.")
+        ENCODINGS.update(dict.fromkeys(cls.names, cls))
 
     def __post_init__(self) -> None:
         if self.name not in self.names:
@@ -57,42 +88,39 @@ class PosEmbedConfig:
     @property
     def absolute(self) -> str | None:
         """The absolute table: ``learned``, ``sincos`` or ``None``."""
-        return self.absolute_kind
-
-    @property
-    def coords(self) -> str:
-        return "index"
+        return None
 
     def strategy_applies(self, strategy: str) -> bool:
-        """False where ``strategy`` means nothing for this encoding (its result is n/a)."""
-        return strategy_applies(self.rotary, self.absolute, strategy, self.coords)
+        """False where ``strategy`` means nothing for this encoding (its result is n/a). An absolute
+        table is resampled (learned) or recomputed (sin-cos) on the larger grid or at fractional
+        positions inside the training range; with no encoding only ``extrapolate`` (do nothing)."""
+        check_strategy(strategy)
+        if self.absolute is not None:
+            return strategy in ("extrapolate", "interpolate")
+        return strategy == "extrapolate"
 
-    def rotary_settings(self) -> RotarySettings | None:
-        return None
+    def equivalent_strategy(self, strategy: str) -> str:
+        """The strategy that gives the same numbers as ``strategy`` for this encoding, by
+        definition (an evaluation computes each once); mostly ``strategy`` itself."""
+        return strategy
 
     def build_rotary(
         self, head_dim: int, num_heads: int, depth: int, train_grid: Sequence[int], num_prefix_tokens: int
     ) -> Rotary | None:
-        settings = self.rotary_settings()
-        if settings is None:
-            return None
-        return Rotary(settings, head_dim, num_heads, depth, train_grid, num_prefix_tokens)
+        return None
 
     def build_absolute(
         self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, init_std: float
     ) -> nn.Module | None:
-        if self.absolute == "sincos":
-            return SinCosPosEmbed(embed_dim, train_grid)
-        if self.absolute == "learned":
-            # timm's ViT has slots for the prefix tokens; RoPE-ViT's ``*_ape`` tables do not.
-            cls_slot = self.rotary is None
-            return LearnedPosEmbed(embed_dim, train_grid, num_prefix_tokens, cls_slot, init_std=init_std)
         return None
 
 
 @dataclass(frozen=True)
 class NoPosEmbed(PosEmbedConfig):
     """No position signal."""
+
+    names: ClassVar[tuple[str, ...]] = ("none",)
+    text: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -106,12 +134,20 @@ class LearnedAPE(PosEmbedConfig):
 
     name: str = "ape"
     perturb_zoom: float = 1.0
-    absolute_kind: ClassVar[str | None] = "learned"
     names: ClassVar[tuple[str, ...]] = ("ape",)
+    text: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("pos_embed.perturb_zoom", self.perturb_zoom, 1.0)
+
+    @property
+    def absolute(self) -> str | None:
+        return "learned"
+
+    def equivalent_strategy(self, strategy: str) -> str:
+        """``interpolate`` resamples the table, as ``extrapolate`` does."""
+        return "extrapolate" if strategy == "interpolate" else strategy
 
     def build_absolute(
         self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, init_std: float
@@ -126,35 +162,109 @@ class SinCos(PosEmbedConfig):
     """Fixed sin-cos table (base 10000), recomputed for any grid."""
 
     name: str = "sincos"
-    absolute_kind: ClassVar[str | None] = "sincos"
     names: ClassVar[tuple[str, ...]] = ("sincos",)
+
+    @property
+    def absolute(self) -> str | None:
+        return "sincos"
+
+    def build_absolute(
+        self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, init_std: float
+    ) -> nn.Module | None:
+        return SinCosPosEmbed(embed_dim, train_grid)
+
+
+def _check_factor(key: str, value: float) -> float:
+    """A log-uniform augmentation factor: 0 or 1 mean off, above 1 is the range ``[1/f, f]``."""
+    check_range(f"pos_embed.{key}", value, 0.0)
+    if 0.0 < value < 1.0:
+        raise PositionConfigError(
+            f"pos_embed.{key}={value} is between 0 and 1; it is the factor f of a log-uniform draw in [1/f, f], "
+            f"so set it above 1 (e.g. {1 / value:.3g}), or to 0 to switch it off."
+        )
+    return value
 
 
 @dataclass(frozen=True)
 class _RotaryFamily(PosEmbedConfig):
-    """A rotary family; a name ending in ``_ape`` adds a learned table (no class slot).
+    """A rotary family (:class:`vit_rope.layers.rope_embed.Rotary` reads it); a name ending in
+    ``_ape`` adds a learned table (no class slot).
 
     ``base`` generates the frequencies; ``yarn_alpha``/``yarn_beta`` bound YaRN's ramp, in
     turns over the training extent (see :mod:`vit_rope.extrapolate`); ``rotate_fraction`` below
     1 is partial RoPE (the slowest pairs of each axis stay unrotated).
+
+    What the family is: ``num_axes`` (1: token or raster index; 2: ``x``, ``y``), ``learned``
+    (the frequencies are parameters, one set per layer and head), ``axis_aligned`` (every pair
+    follows one axis with a base-generated frequency, as NTK needs), ``learn_basis`` (the general
+    form's orthogonal basis is learned). The class attributes ``layout``, ``coords``, ``shift``,
+    ``jitter``, ``rescale`` are the values of a family without that option; a family that has it
+    declares it as a field.
     """
 
     base: float = 100.0
     yarn_alpha: float = 1.0
     yarn_beta: float = 32.0
     rotate_fraction: float = 1.0
+    # Options some families have (in this order, which is their order as fields).
+    coords: ClassVar[str] = "index"
+    shift: ClassVar[float] = 0.0
+    jitter: ClassVar[float] = 0.0
+    rescale: ClassVar[float] = 0.0
+    learn_basis: ClassVar[bool] = False
+    layout: ClassVar[str] = "interleaved"
+    rotary: ClassVar[bool] = True
+    num_axes: ClassVar[int] = 2
+    learned: ClassVar[bool] = False
+    axis_aligned: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # every option is checked now, before any model is built
+        check_range("pos_embed.base", self.base, 1.0, low_open=True)
+        check_choice("pos_embed.layout", self.layout, PAIR_LAYOUTS)
+        check_choice("pos_embed.coords", self.coords, COORD_MODES)
+        check_range("pos_embed.shift", self.shift, 0.0)
+        _check_factor("jitter", self.jitter)
+        _check_factor("rescale", self.rescale)
+        check_range("pos_embed.yarn_alpha", self.yarn_alpha, 0.0)
+        check_range("pos_embed.yarn_beta", self.yarn_beta, self.yarn_alpha, low_open=True)
+        check_range("pos_embed.rotate_fraction", self.rotate_fraction, 0.0, 1.0, low_open=True)
 
     @property
     def absolute(self) -> str | None:
         return "learned" if self.name.endswith("_ape") else None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.rotary_settings()  # checks every option now, before any model is built
+    @property
+    def augments(self) -> bool:
+        """Training-only coordinate augmentation is on."""
+        return bool(self.shift) or self.jitter > 1.0 or self.rescale > 1.0
 
-    def rotary_settings(self) -> RotarySettings:
-        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
-        return RotarySettings(kind=self.rotary, **options)
+    def strategy_applies(self, strategy: str) -> bool:
+        """Every strategy, except that NTK needs axis-aligned base-generated frequencies and
+        normalized coordinates already map every grid onto the training range (so only
+        ``extrapolate``). A learned table beside the rotation is resampled under all of them."""
+        check_strategy(strategy)
+        if self.coords == "normalized":
+            return strategy == "extrapolate"
+        return strategy != "ntk" or self.axis_aligned
+
+    def frequencies(self, depth: int, num_heads: int, head_dim: int) -> torch.Tensor:
+        """The frequency matrix ``(d/2, a)`` (fixed), ``(heads, d/2, a)`` (fixed per head) or
+        ``(depth, heads, d/2, a)`` (the initial values of learned ones)."""
+        raise NotImplementedError
+
+    def build_rotary(
+        self, head_dim: int, num_heads: int, depth: int, train_grid: Sequence[int], num_prefix_tokens: int
+    ) -> Rotary:
+        return Rotary(self, head_dim, num_heads, depth, train_grid, num_prefix_tokens)
+
+    def build_absolute(
+        self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, init_std: float
+    ) -> nn.Module | None:
+        if self.absolute is None:
+            return None
+        # RoPE-ViT's ``*_ape`` tables have no slots for the prefix tokens (timm's ViT has).
+        return LearnedPosEmbed(embed_dim, train_grid, num_prefix_tokens, cls_slot=False, init_std=init_std)
 
 
 @dataclass(frozen=True)
@@ -175,20 +285,29 @@ class Rope1d(_RotaryFamily):
     name: str = "rope1d"
     base: float = 10000.0
     layout: str = "interleaved"
-    rotary: ClassVar[str | None] = "1d"
     names: ClassVar[tuple[str, ...]] = ("rope1d",)
+    text: ClassVar[bool] = True
+    num_axes: ClassVar[int] = 1
+    axis_aligned: ClassVar[bool] = True
+
+    def frequencies(self, depth: int, num_heads: int, head_dim: int) -> torch.Tensor:
+        return axial_frequencies(head_dim, float(self.base), 1)
 
 
 @dataclass(frozen=True)
 class RopeAxial(_Rotary2d):
     """Axial 2D RoPE: the first d/4 pairs follow the column x, the rest the row y, frequencies
-    ``base^(-4j/d)``."""
+    ``base^(-4j/d)``. ``rope_dinov3`` is DINOv3's: normalized coordinates, rescale 2."""
 
     name: str = "rope_axial"
     base: float = 100.0
     layout: str = "interleaved"
-    rotary: ClassVar[str | None] = "axial"
     names: ClassVar[tuple[str, ...]] = ("rope_axial", "rope_axial_ape", "rope_dinov3")
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"rope_dinov3": {"coords": "normalized", "rescale": 2.0}}
+    axis_aligned: ClassVar[bool] = True
+
+    def frequencies(self, depth: int, num_heads: int, head_dim: int) -> torch.Tensor:
+        return axial_frequencies(head_dim, float(self.base), 2)
 
 
 @dataclass(frozen=True)
@@ -198,12 +317,15 @@ class RopeMixed(_Rotary2d):
 
     name: str = "rope_mixed"
     base: float = 10.0
-    rotary: ClassVar[str | None] = "mixed"
     names: ClassVar[tuple[str, ...]] = ("rope_mixed", "rope_mixed_ape")
+    learned: ClassVar[bool] = True
+
+    def frequencies(self, depth: int, num_heads: int, head_dim: int) -> torch.Tensor:
+        return mixed_frequencies_init(depth, num_heads, head_dim, float(self.base))
 
 
 @dataclass(frozen=True)
-class RopeGeneral(_Rotary2d):
+class RopeGeneral(RopeMixed):
     """The general rotary form ``P blockdiag(R(x a_j + y b_j)) P^T`` (Su's "completeness" of
     RoPE): RoPE-Mixed's learned frequencies in a learned orthogonal basis ``P`` per layer and
     head (a Cayley map, ``P = I`` at init). ``learn_basis=false`` fixes ``P = I``: RoPE-Mixed."""
@@ -211,7 +333,6 @@ class RopeGeneral(_Rotary2d):
     name: str = "rope_general"
     base: float = 10.0
     learn_basis: bool = True
-    rotary: ClassVar[str | None] = "general"
     names: ClassVar[tuple[str, ...]] = ("rope_general", "rope_general_ape")
 
 
@@ -223,41 +344,22 @@ class RopeSpiral(_Rotary2d):
     name: str = "rope_spiral"
     base: float = 100.0
     layout: str = "interleaved"
-    rotary: ClassVar[str | None] = "spiral"
     names: ClassVar[tuple[str, ...]] = ("rope_spiral", "rope_spiral_ape")
 
-
-FAMILIES: tuple[type[PosEmbedConfig], ...] = (
-    NoPosEmbed, LearnedAPE, SinCos, Rope1d, RopeAxial, RopeMixed, RopeGeneral, RopeSpiral,
-)  # fmt: skip
-ENCODINGS: dict[str, type[PosEmbedConfig]] = {
-    "none": NoPosEmbed,
-    "ape": LearnedAPE,
-    "sincos": SinCos,
-    "rope1d": Rope1d,
-    "rope_axial": RopeAxial,
-    "rope_mixed": RopeMixed,
-    "rope_axial_ape": RopeAxial,
-    "rope_mixed_ape": RopeMixed,
-    "rope_general": RopeGeneral,
-    "rope_general_ape": RopeGeneral,
-    "rope_spiral": RopeSpiral,
-    "rope_spiral_ape": RopeSpiral,
-    "rope_dinov3": RopeAxial,
-}
-# Names that set some options of their family (conf/pos_embed/<name>.yaml says the same; a test keeps them equal).
-PRESETS: dict[str, dict[str, Any]] = {"rope_dinov3": {"coords": "normalized", "rescale": 2.0}}
-ENCODING_NAMES: tuple[str, ...] = tuple(ENCODINGS)
-TEXT_ENCODINGS: tuple[str, ...] = ("none", "ape", "rope1d")
+    def frequencies(self, depth: int, num_heads: int, head_dim: int) -> torch.Tensor:
+        return spiral_frequencies(num_heads, head_dim, float(self.base))
 
 
-def make_pos_embed(name: str | PosEmbedConfig, **options: Any) -> PosEmbedConfig:
-    """The config of the encoding ``name`` with ``options``, e.g. ``make_pos_embed("rope_axial", base=10)``."""
-    if isinstance(name, PosEmbedConfig):
-        return dataclasses.replace(name, **options) if options else name
-    if name not in ENCODINGS:
-        raise PositionConfigError(f"Unknown position encoding '{name}'; choose one of {', '.join(ENCODING_NAMES)}.")
-    return build_dataclass(ENCODINGS[name], {"name": name, **PRESETS.get(name, {}), **options}, "pos_embed", what=name)
+def make_pos_embed(pos_embed: str | PosEmbedConfig, **options: Any) -> PosEmbedConfig:
+    """The config of the encoding named ``pos_embed`` (or a config) with ``options``, e.g.
+    ``make_pos_embed("rope_axial", base=10)``."""
+    if isinstance(pos_embed, PosEmbedConfig):
+        return dataclasses.replace(pos_embed, **options) if options else pos_embed
+    family = ENCODINGS.get(pos_embed)
+    if family is None:
+        raise PositionConfigError(f"Unknown position encoding '{pos_embed}'; choose one of {', '.join(ENCODINGS)}.")
+    values = {"name": pos_embed, **family.presets.get(pos_embed, {}), **options}
+    return build_dataclass(family, values, "pos_embed", what=pos_embed)
 
 
 def build_pos_embed(node: Mapping[str, Any]) -> PosEmbedConfig:
@@ -268,7 +370,7 @@ def build_pos_embed(node: Mapping[str, Any]) -> PosEmbedConfig:
     name = node.get("name")
     if target is None:
         return make_pos_embed(node.pop("name", "none"), **node)
-    family = next((f for f in FAMILIES if f"{f.__module__}.{f.__qualname__}" == target), None)
+    family = next((f for f in ENCODINGS.values() if f"{f.__module__}.{f.__qualname__}" == target), None)
     if family is None:
         raise PositionConfigError(f"pos_embed._target_ '{target}' is not an encoding family of this project.")
     return build_dataclass(family, node, "pos_embed", what=str(name))

@@ -130,8 +130,8 @@ def from_timm(model_or_name: nn.Module | str, checkpoint_path: str | None = None
         patch_size=model.patch_embed.patch_size[0],
         in_chans=model.patch_embed.proj.in_channels,
     )
-    pos = make_pos_embed(pos_embed, **{**opts, **kwargs})
-    ours = VisionTransformer(cfg, pos, img_size=tuple(model.patch_embed.img_size), num_classes=model.num_classes)
+    encoding = make_pos_embed(pos_embed, **{**opts, **kwargs})
+    ours = VisionTransformer(cfg, encoding, img_size=tuple(model.patch_embed.img_size), num_classes=model.num_classes)
     ours.load_state_dict(_convert_state_dict(model, ours), strict=True)
     return ours.eval() if not model.training else ours
 
@@ -179,12 +179,12 @@ def timm_spec(model: VisionTransformer) -> tuple[str, dict]:
     """The timm model name and kwargs that build the counterpart of ``model``
     (``timm.create_model(name, pretrained=False, **kwargs)``); refused in one sentence where timm
     has no counterpart."""
-    name = getattr(model, "encoding_name", None)
     if not isinstance(model, VisionTransformer):
         raise _no_timm(f"the {type(model).__name__} (text) model")
+    cfg, encoding = model.cfg, model.encoding
+    name = encoding.name
     if name not in TIMM_FAMILIES:
         raise _no_timm(f"pos_embed={name} (timm has ape, rope_axial, rope_mixed and their _ape forms)")
-    cfg, pos = model.cfg, model.pos
     if cfg.logn_attention:
         raise _no_timm("model.logn_attention=true")
     kwargs: dict = dict(
@@ -196,15 +196,15 @@ def timm_spec(model: VisionTransformer) -> tuple[str, dict]:
     )  # fmt: skip
     if name == "ape":
         return TIMM_FAMILIES[name], {**kwargs, "reg_tokens": cfg.num_reg_tokens, "no_embed_class": False}
-    if pos.coords != "index":
-        raise _no_timm(f"pos_embed.coords={pos.coords} (timm's RoPE-ViT uses integer patch indices)")
-    if pos.rotate_fraction != 1.0:
-        raise _no_timm(f"pos_embed.rotate_fraction={pos.rotate_fraction} (partial RoPE)")
+    if encoding.coords != "index":
+        raise _no_timm(f"pos_embed.coords={encoding.coords} (timm's RoPE-ViT uses integer patch indices)")
+    if encoding.rotate_fraction != 1.0:
+        raise _no_timm(f"pos_embed.rotate_fraction={encoding.rotate_fraction} (partial RoPE)")
     kwargs.update(
         num_reg_tokens=cfg.num_reg_tokens, use_abs_pos_emb=name.endswith("_ape"), no_embed_class=True,
-        use_rot_pos_emb=True, rope_type="mixed" if pos.rotary == "mixed" else "cat",
-        rope_temperature=float(pos.base), rope_grid_indexing="xy",
-        rope_rotate_half=getattr(pos, "layout", "interleaved") == "half",
+        use_rot_pos_emb=True, rope_type="mixed" if encoding.learned else "cat",
+        rope_temperature=float(encoding.base), rope_grid_indexing="xy",
+        rope_rotate_half=encoding.layout == "half",
         # timm.create_model drops None kwargs, so the RoPE-ViT names' init_values=1e-5 would
         # stay: without LayerScale here, timm gets one with gamma = 1 (see to_timm_state_dict).
         init_values=1.0 if cfg.init_values is None else cfg.init_values,
@@ -214,7 +214,7 @@ def timm_spec(model: VisionTransformer) -> tuple[str, dict]:
 
 def to_timm_state_dict(model: VisionTransformer) -> dict[str, torch.Tensor]:
     """``model``'s weights under timm's names (the inverse of the key table above)."""
-    eva = model.encoding_name != "ape"  # RoPE-ViT models are timm's Eva
+    eva = model.encoding.rotary  # RoPE-ViT models are timm's Eva
     ours_to_timm = {v: k for k, v in TIMM_TO_OURS.items()}
     block_to_timm = {v: k for k, v in EVA_BLOCK_TO_OURS.items()} if eva else {}
     out: dict[str, torch.Tensor] = {}

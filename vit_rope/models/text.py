@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vit_rope.errors import ConfigError, PositionConfigError
-from vit_rope.models.encodings import TEXT_ENCODINGS, PosEmbedConfig, make_pos_embed
+from vit_rope.models.encodings import ENCODINGS, PosEmbedConfig, make_pos_embed
 from vit_rope.models.trunk import Transformer, TrunkConfig
 from vit_rope.models.vit import MODEL_SIZES
 
@@ -24,12 +24,12 @@ class TextConfig(TrunkConfig):
     """A text encoder's options (the trunk's); the vocabulary comes from the data."""
 
     def build(
-        self, pos: PosEmbedConfig, num_classes: int, resolution: int | Sequence[int], vocab_size: int | None = None
+        self, encoding: PosEmbedConfig, num_classes: int, resolution: int | Sequence[int], vocab_size: int | None = None
     ) -> TextEncoder:
         """The network for token data with ``vocab_size`` ids and training length ``resolution``."""
         if vocab_size is None:
             raise ConfigError(f"model={self.name} is a text model and needs token data; use data=sequences.")
-        return TextEncoder(self, pos, vocab_size, int(resolution), num_classes)
+        return TextEncoder(self, encoding, vocab_size, int(resolution), num_classes)
 
 
 class TextEncoder(Transformer):
@@ -37,18 +37,19 @@ class TextEncoder(Transformer):
 
     Args:
         cfg: Size and options.
-        pos: Position encoding, one of ``none``, ``ape``, ``rope1d``.
+        encoding: Position encoding: a family the text encoder takes (``none``, ``ape``, ``rope1d``).
         vocab_size: Number of token ids.
         max_len: Training sequence length; sets the training grid ``(L,)``.
         num_classes: Classifier outputs.
     """
 
-    def __init__(self, cfg: TextConfig, pos: PosEmbedConfig, vocab_size: int, max_len: int, num_classes: int) -> None:
-        if pos.name not in TEXT_ENCODINGS:
-            raise PositionConfigError(
-                f"Unknown position encoding '{pos.name}'; choose one of {', '.join(TEXT_ENCODINGS)}."
-            )
-        super().__init__(cfg, pos, (max_len,), num_classes)
+    def __init__(
+        self, cfg: TextConfig, encoding: PosEmbedConfig, vocab_size: int, max_len: int, num_classes: int
+    ) -> None:
+        if not encoding.text:
+            names = ", ".join(n for n, family in ENCODINGS.items() if family.text)
+            raise PositionConfigError(f"Unknown position encoding '{encoding.name}'; choose one of {names}.")
+        super().__init__(cfg, encoding, (max_len,), num_classes)
         self.vocab_size = vocab_size
         self.token_embed = nn.Embedding(vocab_size, self.embed_dim)
         self.init_weights()

@@ -90,18 +90,17 @@ class Transformer(nn.Module):
 
     Args:
         cfg: Size and options.
-        pos: The position encoding.
+        encoding: The position encoding.
         train_grid: Token grid of the training input, ``(H, W)`` or ``(L,)``; the reference for
             learned tables and test-time strategies.
         num_classes: Classifier outputs (0 for features only).
     """
 
-    def __init__(self, cfg: TrunkConfig, pos: PosEmbedConfig, train_grid: Sequence[int], num_classes: int) -> None:
+    def __init__(self, cfg: TrunkConfig, encoding: PosEmbedConfig, train_grid: Sequence[int], num_classes: int) -> None:
         super().__init__()
         check_range("num_classes", num_classes, 0, integer=True)
         self.cfg = cfg
-        self.pos = pos
-        self.encoding_name = pos.name
+        self.encoding = encoding
         self.train_grid = tuple(int(g) for g in train_grid)
         self.num_classes = num_classes
         self.embed_dim = self.num_features = cfg.embed_dim
@@ -116,8 +115,10 @@ class Transformer(nn.Module):
         D = cfg.embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, cfg.num_reg_tokens, D)) if cfg.num_reg_tokens else None
-        self.abs_pos = pos.build_absolute(D, self.train_grid, self.num_prefix_tokens, cfg.abs_init_std)
-        self.rope = pos.build_rotary(cfg.head_dim, cfg.num_heads, cfg.depth, self.train_grid, self.num_prefix_tokens)
+        self.abs_pos = encoding.build_absolute(D, self.train_grid, self.num_prefix_tokens, cfg.abs_init_std)
+        self.rope = encoding.build_rotary(
+            cfg.head_dim, cfg.num_heads, cfg.depth, self.train_grid, self.num_prefix_tokens
+        )
 
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # stochastic depth rule
@@ -161,7 +162,7 @@ class Transformer(nn.Module):
 
     def strategy_applies(self, strategy: str) -> bool:
         """False where ``strategy`` does not apply to this encoding (the result is n/a)."""
-        return self.pos.strategy_applies(strategy)
+        return self.encoding.strategy_applies(strategy)
 
     def set_strategy(self, strategy: str = "extrapolate", logn: bool = False, window: bool = False) -> None:
         """Select how positions behave on grids other than the training grid; a strategy that
@@ -170,7 +171,7 @@ class Transformer(nn.Module):
         check_strategy(strategy)
         if not self.strategy_applies(strategy):
             raise PositionConfigError(
-                f"Strategy '{strategy}' does not apply to pos_embed={self.encoding_name}; "
+                f"Strategy '{strategy}' does not apply to pos_embed={self.encoding.name}; "
                 "record it as n/a or choose another strategy."
             )
         self.strategy, self.logn, self.window = strategy, bool(logn), bool(window)
@@ -223,11 +224,13 @@ class Transformer(nn.Module):
         # layers in one batched op, and each layer's cos, sin in its turn, so that only the
         # angles, not cos and sin of every layer, are held through the forward.
         learned = self.rope is not None and self.rope.learned
-        rope = self.rope.angles(grid) if learned else self.rope(grid) if self.rope is not None else None
+        tables = self.rope(grid) if self.rope is not None and not learned else None
+        angles = self.rope.angles(grid) if learned else None
         basis = self.rope.basis() if learned else None
         mask = self.attention_mask(grid, x.device)
         for i, blk in enumerate(self.blocks):
-            tables = self.rope.layer_tables(rope, i, basis) if learned else rope
+            if learned:
+                tables = self.rope.layer_tables(angles, i, basis)
             x = blk(x, tables, logit_scale, mask)
         return self.norm(x)
 

@@ -43,14 +43,14 @@ class ViTConfig(TrunkConfig):
         check_range("model.in_chans", self.in_chans, 1, integer=True)
 
     def build(
-        self, pos: PosEmbedConfig, num_classes: int, resolution: int | Sequence[int], vocab_size: int | None = None
+        self, encoding: PosEmbedConfig, num_classes: int, resolution: int | Sequence[int], vocab_size: int | None = None
     ) -> VisionTransformer:
         """The network for data with ``num_classes`` at training side ``resolution``."""
         if vocab_size is not None:
             raise ConfigError(
                 f"model={self.name} takes images but the data holds token sequences; use model=text_micro."
             )
-        return VisionTransformer(self, pos, img_size=resolution, num_classes=num_classes)
+        return VisionTransformer(self, encoding, img_size=resolution, num_classes=num_classes)
 
 
 class VisionTransformer(Transformer):
@@ -58,19 +58,19 @@ class VisionTransformer(Transformer):
 
     Args:
         cfg: Size and options (:class:`ViTConfig`).
-        pos: Position encoding.
+        encoding: Position encoding.
         img_size: Training resolution (int or ``(H, W)``); sets the training grid.
         num_classes: Classifier outputs.
     """
 
     def __init__(
-        self, cfg: ViTConfig, pos: PosEmbedConfig, img_size: int | Sequence[int] = 224, num_classes: int = 1000
+        self, cfg: ViTConfig, encoding: PosEmbedConfig, img_size: int | Sequence[int] = 224, num_classes: int = 1000
     ):
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         for side in img_size:
             check_divisible("data.img_size", side, cfg.patch_size, "the patch size")
         train_grid = (img_size[0] // cfg.patch_size, img_size[1] // cfg.patch_size)
-        super().__init__(cfg, pos, train_grid, num_classes)
+        super().__init__(cfg, encoding, train_grid, num_classes)
         self.img_size = img_size
         self.patch_size = cfg.patch_size
         self.patch_embed = PatchEmbed(
@@ -118,5 +118,5 @@ def create_model(
     if name not in list_models():
         raise ConfigError(f"Unknown model '{name}'; choose one of {', '.join(list_models())}.")
     cfg = ViTConfig(name=name, **{**MODEL_SIZES[name], "patch_size": patch_size, **kwargs})
-    pos = make_pos_embed(pos_embed, **(pos_options or {}))
-    return VisionTransformer(cfg, pos, img_size=img_size, num_classes=num_classes)
+    encoding = make_pos_embed(pos_embed, **(pos_options or {}))
+    return VisionTransformer(cfg, encoding, img_size=img_size, num_classes=num_classes)

@@ -191,7 +191,7 @@ def _timm_source(cfg: DictConfig, settings: EvalConfig) -> tuple[DictConfig, Any
         data[key] = data_config[key]
     datamodule = instantiate_group(data, "data")
     train_cfg = OmegaConf.create(
-        {"pos_embed": {"name": model.encoding_name}, "model": {"name": cfg.timm_model}, "data": data, "seed": cfg.seed}
+        {"pos_embed": {"name": model.encoding.name}, "model": {"name": cfg.timm_model}, "data": data, "seed": cfg.seed}
     )
     return train_cfg, datamodule, ClassificationModule(model), {"weights": "last", "data_config": data_config}
 
