@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import MODEL_TINY, assert_names, run_cli, train_run
+from tests.conftest import MODEL_TINY, ROOT, assert_names, run_cli, train_run
 from vit_rope.export import MODEL_FILE, TIMM_FILE, TIMM_META, export
 from vit_rope.models import create_model
 
@@ -55,3 +57,16 @@ def test_help_says_what_each_command_does_and_what_it_needs() -> None:
     intro = eval_help.split("== Configuration groups ==")[0]
     assert_names(intro, "ckpt_path", "run_dir", "timm_model", "compare", "required", "eval.resolutions=")
     assert "powered by Hydra" not in train_help + eval_help
+
+
+def test_the_console_starts_with_the_projects_own_lines(tmp_path: Path) -> None:
+    """Issue 22.13: no Lightning "litlogger" tip, no torch pytree deprecation warning, and the
+    config tree first (not Lightning's "Seed set to"); Python's warnings left on, as a user has them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    args = [*MODEL_TINY, "data.num_train=64", "data.num_val=32", "data.batch_size=32", "trainer.max_epochs=1",
+            "evaluate=false", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "config"
+    console = proc.stdout + proc.stderr
+    assert "litlogger" not in console and "LeafSpec" not in console and "Seed set to" not in console

@@ -10,6 +10,7 @@ import re
 import sys
 import traceback
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,6 +125,25 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+class _DropLibraryNotices(logging.Filter):
+    """Lightning's advertisement for its cloud logger, printed by every Trainer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_library_notices() -> None:
+    """Keep notices that no user of this project can act on off the console, so that a run
+    starts with its own lines: Lightning's "litlogger" tip and the deprecation warning that
+    Lightning's own use of ``torch.utils._pytree.LeafSpec`` raises (a library's internals)."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # a record passes the filters of the handlers it reaches, not those of its logger's parents
+    for name in (*_OWN_HANDLER_LOGGERS, ""):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _DropLibraryNotices) for f in handler.filters):
+                handler.addFilter(_DropLibraryNotices())
+
+
 # Lightning's loggers print through their own handler and do not reach Hydra's log file.
 _OWN_HANDLER_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
@@ -134,10 +154,12 @@ def run_log(path: Path) -> Iterator[None]:
     the result table) is also appended to ``path``, the run's log file. Hydra's file handler
     writes only what goes through ``logging`` to the root logger, which this project's prints
     and Lightning's messages do not."""
+    quiet_library_notices()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as log:
         handler = logging.StreamHandler(log)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_DropLibraryNotices())
         for name in _OWN_HANDLER_LOGGERS:
             logging.getLogger(name).addHandler(handler)
         stdout, stderr = sys.stdout, sys.stderr

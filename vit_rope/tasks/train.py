@@ -195,7 +195,7 @@ def _train(cfg: DictConfig) -> dict:
     out = output_dir()
     ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume)
     _guard_output_dir(out, resuming=ckpt is not None)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the config tree shows the seed
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     show_config(cfg, out)
 
