@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from tests.conftest import ROOT
 from tests.test_report import RESOLUTIONS, TRAIN_RES, legend_texts, lines_of, make_job, metric, results, table_rows
 from vit_rope.report.collect import collect_runs
 from vit_rope.report.plot import LEGEND_WIDTH, comparison_figure
@@ -116,3 +117,21 @@ def test_a_recipe_sweep_is_drawn_on_one_panel(tmp_path: Path) -> None:
     (panel,) = fig.axes
     assert set(lines_of(panel)) == {"ape (recipe=ape) · extrapolate", "rope_axial (recipe=best) · interpolate"}
     assert legend_texts(fig) == ["ape (recipe=ape) · extrapolate", "rope_axial (recipe=best) · interpolate"]
+
+
+def test_the_readme_sweep_table_is_in_the_tools_format(tmp_path: Path) -> None:
+    """Issue 22.9: the README's rows of the six-encoding sweep, fed back through the report as
+    results, come out with the same labels in the same order (the tool prints no "(table
+    resampled)", and orders rows by strategy, then encoding)."""
+    readme = (ROOT / "README.md").read_text().split("## Sweeping encodings")[1].split("\n## ")[0]
+    table = readme.split("| encoding | strategy | 32 (train) | 48 | 64 |")[1].split("\n\n")[0]
+    rows = table_rows("| encoding | strategy |\n" + table)
+    assert len(rows) >= 10
+    by_encoding: dict[str, list[dict]] = {}
+    for encoding, strategy, *cells in rows:
+        for res, cell in zip(RESOLUTIONS, cells, strict=True):
+            by_encoding.setdefault(encoding, []).append(metric(res, strategy, False, float(cell)))
+    for i, (encoding, metrics) in enumerate(by_encoding.items()):
+        make_job(tmp_path, f"{i}_{encoding}", [f"pos_embed={encoding}"], results(encoding, metrics))
+    md = write_comparison(tmp_path, out_dir=tmp_path / "report", echo=False)["md"].read_text()
+    assert [r[:5] for r in table_rows(md)] == rows
