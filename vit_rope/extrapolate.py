@@ -9,7 +9,7 @@ A strategy says how positions behave on a grid other than the training grid:
 | ``ntk``         | rotary base raised to ``base * s^(d_a/(d_a-2))``                  |
 | ``yarn``        | per-pair blend of interpolation and extrapolation by wavelength, plus a temperature |
 | ``logn``        | attention logits times ``log N' / log N`` (combines with any of the above) |
-| ``window``      | each query attends within the training grid's extent around it (combines with any) |
+| ``window``      | each query attends within the offsets met in training, in position units (combines with any) |
 
 Temperature: YaRN's temperature and log-n both correct the attention entropy for more tokens,
 so they never multiply. With ``logn`` on, the logit multiplier is the log-n factor alone, for
@@ -100,6 +100,7 @@ def frequency_scale(
     yarn_alpha: float = 1.0,
     yarn_beta: float = 32.0,
     axis_aligned: bool = True,
+    rotating_pairs: int | None = None,
 ) -> torch.Tensor:
     """Elementwise scale ``G`` (same shape as ``freqs``, ``(..., d/2, a)``) so that ``F * G``
     implements ``resize``.
@@ -115,6 +116,9 @@ def frequency_scale(
         base: The base that generated (or initialised) the frequencies.
         yarn_alpha, yarn_beta: YaRN's correction bounds, in turns over the training extent.
         axis_aligned: Every pair follows one axis with a base-generated frequency; NTK needs it.
+        rotating_pairs: Pairs per axis that rotate (partial RoPE: the fastest ``k`` of ``n``);
+            ``None``: all of them. NTK spreads its base change over these, so that the slowest
+            pair that still rotates is scaled by exactly ``1/s``.
     """
     s = torch.tensor(resize.scale, dtype=torch.float32, device=freqs.device)  # (a,)
     if resize.is_identity:
@@ -124,13 +128,15 @@ def frequency_scale(
     if resize.strategy == "ntk":
         if not axis_aligned:
             raise PositionConfigError("NTK scaling needs base-generated frequencies; use yarn or interpolate.")
-        # Exponent of each entry in units of the base: f = base^(-2j/d_a)  =>  2j/d_a = -log f / log base.
-        # NTK multiplies it by d_a/(d_a-2): f' = f * s^(-2j/(d_a-2)).
-        pairs = freqs.shape[-2]
-        d_a = 2 * pairs // freqs.shape[-1]  # rotary channels per axis
+        # Exponent of each entry in units of the base: f = base^(-2j/d_a) = base^(-j/n)  =>
+        # j/n = -log f / log base, with n = d_a/2 pairs per axis. NTK scales pair j by s^(-j/(k-1)),
+        # k the pairs per axis that rotate, so the slowest rotating pair (j = k - 1) gets exactly
+        # 1/s; with every pair rotating (k = n) that is the base change s^(d_a/(d_a-2)).
+        n = freqs.shape[-2] // freqs.shape[-1]  # pairs per axis
+        k = n if rotating_pairs is None else int(rotating_pairs)
         with torch.no_grad():
             exponent = (-torch.log(freqs.abs().clamp_min(1e-30)) / math.log(base)).clamp_min(0)
-            exponent = exponent * d_a / max(d_a - 2, 1)
+            exponent = exponent * n / max(k - 1, 1)
             return torch.where(freqs == 0, torch.ones_like(freqs), s ** (-exponent))
     if resize.strategy == "yarn":
         with torch.no_grad():
@@ -159,25 +165,45 @@ def logn_attention_factor(num_tokens: int, train_tokens: int) -> float:
     return math.log(num_tokens) / math.log(train_tokens)
 
 
+def window_reach(grid: tuple[int, ...], train_grid: tuple[int, ...], compressed: bool) -> tuple[float, ...]:
+    """The local window's reach per axis, in grid steps: the largest offset the model met in
+    training, measured in position units. Positions that run on past the training grid
+    (``extrapolate``, ``ntk``, ``yarn`` on integer positions) met offsets up to ``T - 1`` steps;
+    positions compressed by ``1/s`` into the training range (``interpolate``, a learned table's
+    resampling, normalized coordinates) met them up to ``s (T - 1)`` steps, ``s = grid / T`` per axis.
+    """
+    return tuple((t - 1) * (g / t if compressed else 1.0) for g, t in zip(grid, train_grid, strict=True))
+
+
+def visible_keys(grid: tuple[int, ...], reach: tuple[float, ...]) -> int:
+    """Grid keys a query sees through a window of ``reach`` steps per axis: per axis
+    ``min(G, 2 floor(reach) + 1)`` (a query in the middle of the grid), multiplied over the axes."""
+    return math.prod(min(g, 2 * math.floor(r + 1e-9) + 1) for g, r in zip(grid, reach, strict=True))
+
+
 def local_window_mask(
-    grid: tuple[int, ...], train_grid: tuple[int, ...], num_prefix_tokens: int
+    grid: tuple[int, ...],
+    train_grid: tuple[int, ...],
+    num_prefix_tokens: int,
+    reach: tuple[float, ...] | None = None,
 ) -> torch.Tensor | None:
     """Local attention for extrapolation (Su): each grid query attends only to grid keys within
-    the training grid's extent around it, ``|dy| <= H_train - 1`` and ``|dx| <= W_train - 1``
-    (``|i - j| <= L_train - 1`` for text): exactly the offsets it met in training, so at the
-    training size nothing changes and on a larger grid no query meets an unseen distance. Prefix
-    tokens (class token, registers) see everything and everyone sees them.
+    ``reach`` of it per axis (:func:`window_reach`: the offsets it met in training, so at the
+    training size nothing changes and on a larger grid no query meets an unseen distance; default
+    ``T - 1`` steps, positions that run on). Prefix tokens (class token, registers) see
+    everything and everyone sees them.
 
     Returns:
         ``(N, N)`` boolean mask (True attends), or ``None`` where the window holds the whole grid.
     """
-    if all(g <= t for g, t in zip(grid, train_grid, strict=True)):
+    if reach is None:
+        reach = window_reach(grid, train_grid, compressed=False)
+    if all(g - 1 <= r + 1e-9 for g, r in zip(grid, reach, strict=True)):
         return None  # every offset on this grid is inside the window
     axes = [torch.arange(g) for g in grid]
     coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(grid))  # raster order
     diff = (coords[:, None, :] - coords[None, :, :]).abs()  # (N, N, a)
-    reach = torch.tensor([t - 1 for t in train_grid])
-    inside = (diff <= reach).all(-1)
+    inside = (diff <= torch.tensor(reach, dtype=torch.float64) + 1e-9).all(-1)
     n = inside.shape[0] + num_prefix_tokens
     mask = torch.ones(n, n, dtype=torch.bool)
     mask[num_prefix_tokens:, num_prefix_tokens:] = inside

@@ -123,8 +123,12 @@ class Rotary(nn.Module):
             self.basis_params = nn.Parameter(torch.zeros(depth, num_heads, head_dim, head_dim))
         else:
             self.basis_params = None
-        mask = rotated_pair_mask(head_dim // 2, encoding.num_axes, encoding.rotate_fraction)
+        # Partial RoPE: the slowest pairs by frequency magnitude (per layer and head where the
+        # frequencies have those dims) stay unrotated; ranked once, from the initial frequencies.
+        mask = rotated_pair_mask(freqs, encoding.num_axes, encoding.rotate_fraction)
         self.register_buffer("pair_mask", mask if encoding.rotate_fraction < 1.0 else None, persistent=False)
+        # pairs per axis that rotate (what NTK's exponent counts)
+        self.rotating_pairs = math.ceil(encoding.rotate_fraction * (head_dim // 2 // encoding.num_axes))
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -172,7 +176,13 @@ class Rotary(nn.Module):
             return self.freqs
         e = self.encoding
         return self.freqs * frequency_scale(
-            self.freqs, resize, float(e.base), e.yarn_alpha, e.yarn_beta, axis_aligned=e.axis_aligned
+            self.freqs,
+            resize,
+            float(e.base),
+            e.yarn_alpha,
+            e.yarn_beta,
+            axis_aligned=e.axis_aligned,
+            rotating_pairs=self.rotating_pairs,
         )
 
     def attention_factor(self, grid: Sequence[int]) -> float:

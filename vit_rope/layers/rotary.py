@@ -169,14 +169,29 @@ def spiral_frequencies(num_heads: int, head_dim: int, base: float) -> torch.Tens
     return torch.stack([mag * torch.cos(phi), mag * torch.sin(phi)], dim=-1).float()
 
 
-def rotated_pair_mask(pairs: int, groups: int, fraction: float) -> torch.Tensor:
-    """``(d/2, 1)`` mask of the pairs that rotate under partial RoPE: in each of ``groups``
-    consecutive groups (one per axis), the ``ceil(fraction * n)`` fastest of its ``n`` pairs;
-    the slower ones, which turn least over the image, are left unrotated."""
-    n = pairs // groups
-    keep = math.ceil(fraction * n)
-    mask = (torch.arange(n) < keep).float().repeat(groups)
-    return mask[:, None]
+def rotated_pair_mask(freqs: torch.Tensor, groups: int, fraction: float) -> torch.Tensor:
+    """Mask ``(..., d/2, 1)`` of the pairs that rotate under partial RoPE: of the ``d/2`` pairs
+    of each head (per layer and head where ``freqs`` has those dims), the ``groups * ceil(fraction
+    * n)`` with the largest frequency magnitude, ``n = d / (2 groups)`` pairs per group (axis);
+    the slower ones, which turn least over the image, are left unrotated.
+
+    Ranking by magnitude, not by index, is what makes the rule hold for every family: axial and
+    1D RoPE (and RoPE-Mixed at init) order each group fast to slow, so they keep the first
+    ``ceil(fraction * n)`` of each group; spiral RoPE's magnitudes fall across all pairs of a head.
+    Ties keep the lower index.
+
+    Args:
+        freqs: ``(..., d/2, a)`` frequencies (at construction: the initial ones of learned families).
+        groups: Groups of pairs that follow one axis each (``a``); sets how many pairs rotate.
+        fraction: The fraction of each group's pairs that rotate, in ``(0, 1]``.
+    """
+    pairs = freqs.shape[-2]
+    keep = groups * math.ceil(fraction * (pairs // groups))
+    mags = freqs.detach().double().norm(dim=-1)  # (..., d/2)
+    order = torch.sort(mags, dim=-1, descending=True, stable=True).indices  # fastest first
+    mask = torch.zeros_like(mags, dtype=torch.float32)
+    mask.scatter_(-1, order[..., :keep], 1.0)
+    return mask[..., None]
 
 
 # --------------------------------------------------------------------------------------------

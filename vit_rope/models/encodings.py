@@ -104,6 +104,12 @@ class PosEmbedConfig:
         definition (an evaluation computes each once); mostly ``strategy`` itself."""
         return strategy
 
+    def compresses_positions(self, strategy: str) -> bool:
+        """Whether, under ``strategy``, a larger grid's positions are squeezed by ``1/s`` into the
+        range met in training (the local window's reach then grows by ``s``,
+        :func:`vit_rope.extrapolate.window_reach`): ``interpolate`` does so for every encoding."""
+        return strategy == "interpolate"
+
     def build_rotary(
         self, head_dim: int, num_heads: int, depth: int, train_grid: Sequence[int], num_prefix_tokens: int
     ) -> Rotary | None:
@@ -148,6 +154,10 @@ class LearnedAPE(PosEmbedConfig):
     def equivalent_strategy(self, strategy: str) -> str:
         """``interpolate`` resamples the table, as ``extrapolate`` does."""
         return "extrapolate" if strategy == "interpolate" else strategy
+
+    def compresses_positions(self, strategy: str) -> bool:
+        """The table is resampled under every strategy: its positions are always compressed."""
+        return True
 
     def build_absolute(
         self, embed_dim: int, train_grid: Sequence[int], num_prefix_tokens: int, init_std: float
@@ -247,6 +257,12 @@ class _RotaryFamily(PosEmbedConfig):
         if self.coords == "normalized":
             return strategy == "extrapolate"
         return strategy != "ntk" or self.axis_aligned
+
+    def compresses_positions(self, strategy: str) -> bool:
+        """Normalized coordinates map every grid onto the training range; index positions are
+        compressed under ``interpolate`` only. A learned table beside the rotation does not count:
+        the rotation carries the relative positions."""
+        return self.coords == "normalized" or strategy == "interpolate"
 
     def frequencies(self, depth: int, num_heads: int, head_dim: int) -> torch.Tensor:
         """The frequency matrix ``(d/2, a)`` (fixed), ``(heads, d/2, a)`` (fixed per head) or

@@ -18,7 +18,13 @@ from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from vit_rope.errors import ConfigError, PositionConfigError, check_choice, check_range
-from vit_rope.extrapolate import check_strategy, local_window_mask, logn_attention_factor
+from vit_rope.extrapolate import (
+    check_strategy,
+    local_window_mask,
+    logn_attention_factor,
+    visible_keys,
+    window_reach,
+)
 from vit_rope.layers.abs_pos import LearnedPosEmbed
 from vit_rope.layers.attention import Block
 from vit_rope.models.encodings import PosEmbedConfig
@@ -193,16 +199,26 @@ class Transformer(nn.Module):
         """Attention-logit multiplier on ``grid``: the log-n factor when log-n is on (at test time,
         or always with ``logn_attention``), else YaRN's temperature (1 for other strategies); the two never multiply (:mod:`vit_rope.extrapolate`)."""
         if self.logn or self.cfg.logn_attention:
-            return logn_attention_factor(math.prod(grid), math.prod(self.train_grid))
+            # Under the window a query sees only the keys within its reach, so log-n counts those.
+            keys = visible_keys(tuple(grid), self.window_reach(grid)) if self.window else math.prod(grid)
+            return logn_attention_factor(keys, math.prod(self.train_grid))
         return self.rope.attention_factor(grid) if self.rope is not None else 1.0
 
+    def window_reach(self, grid: Sequence[int]) -> tuple[float, ...]:
+        """The local window's reach per axis on ``grid``, in grid steps, for the current strategy:
+        the offsets met in training, in position units (:func:`vit_rope.extrapolate.window_reach`)."""
+        compressed = self.encoding.compresses_positions(self.strategy)
+        return window_reach(tuple(grid), self.train_grid, compressed)
+
     def attention_mask(self, grid: Sequence[int], device: torch.device) -> torch.Tensor | None:
-        """The local-window mask for ``grid`` when the window is on (built once per grid), else None."""
+        """The local-window mask for ``grid`` when the window is on (built once per grid and
+        reach), else None."""
         if not self.window:
             return None
-        key = (tuple(grid), device)
+        reach = self.window_reach(grid)
+        key = (tuple(grid), reach, device)
         if key not in self._masks:
-            mask = local_window_mask(tuple(grid), self.train_grid, self.num_prefix_tokens)
+            mask = local_window_mask(tuple(grid), self.train_grid, self.num_prefix_tokens, reach)
             self._masks[key] = None if mask is None else mask.to(device)
         return self._masks[key]
 
