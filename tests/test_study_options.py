@@ -107,3 +107,15 @@ def test_epochs_and_images_seen_on_one_command_line_are_refused(tmp_path: Path):
         train_run(tmp_path / "run", *TINY, "train_images=512", "trainer.max_epochs=2")
     assert_names(str(err.value), "trainer.max_epochs=2", "train_images=512", "train_images=null")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_regime_option_out_of_range_is_one_sentence(tmp_path: Path):
+    from vit_rope.data.imagefolder import ImageFolderDataModule
+
+    root = write_image_tree(tmp_path / "images", per_class=2, size=(16, 16))
+    with pytest.raises(ConfigError) as err:
+        ImageFolderDataModule(str(root), img_size=16, train_per_class=0)
+    assert_names(str(err.value), "data.train_per_class", "0", "whole number")
+    capped = ImageFolderDataModule(str(root), img_size=16, train_per_class=1)
+    capped.setup("fit")
+    assert (len(capped.train_dataloader().dataset), len(capped.val_dataloader().dataset)) == (3, 6)
