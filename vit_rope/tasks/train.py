@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -15,7 +15,8 @@ from vit_rope.errors import ConfigError, check_choice, check_range
 from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.results import CONFIG_TREE_FILE, RESULTS_FILE, atomic_write_text
 from vit_rope.lit_module import OptimConfig
-from vit_rope.models import build_model_config, build_pos_embed
+from vit_rope.models import TextConfig, ViTConfig, build_model_config, build_pos_embed
+from vit_rope.models.encodings import PosEmbedConfig
 from vit_rope.report.collect import TRAINED_FILE, write_trained
 from vit_rope.tasks.common import (
     check_options,
@@ -52,18 +53,38 @@ def _requeued_checkpoint(out: Path, resume: str, announce: bool = True) -> str |
     return None
 
 
+class RunConfigs(NamedTuple):
+    """The typed groups of a training config, built and checked by :func:`build_configs`."""
+
+    pos_embed: PosEmbedConfig
+    model: ViTConfig | TextConfig
+    optim: OptimConfig
+    ema: EMAConfig
+    eval: EvalConfig | None  # None: evaluate=false, the eval group is not used
+
+
+def build_configs(cfg: DictConfig) -> RunConfigs:
+    """Each typed group of ``cfg`` built once and checked by its dataclass; then what ties two
+    groups together (``eval.weights`` against ``ema`` and the callbacks)."""
+    pos_embed = build_pos_embed(cfg.pos_embed)
+    model = build_model_config(cfg.model)
+    optim = build_dataclass(OptimConfig, cfg.optim, "optim")
+    check_trainer(cfg.trainer)
+    ema = build_dataclass(EMAConfig, cfg.ema, "ema")
+    evaluating = check_choice("evaluate", cfg.evaluate, (True, False))
+    settings = build_dataclass(EvalConfig, cfg.eval, "eval") if evaluating else None
+    if settings is not None:
+        _check_weights(settings.weights, ema, cfg.get("callbacks"))
+    return RunConfigs(pos_embed, model, optim, ema, settings)
+
+
 def check_before_run(cfg: DictConfig, out: Path, overrides: list[str]) -> None:
     """What refuses a command before anything is read or written: every option, and a run
     directory that holds another run. The command line runs this before Hydra writes into the
     run directory (:class:`vit_rope.tasks.common.CheckBeforeRun`), so that a refused command
     leaves an existing run directory as it was; :func:`train` before writing ``.hydra/``."""
     check_options(cfg, "train", overrides)
-    build_pos_embed(cfg.pos_embed)
-    build_model_config(cfg.model)
-    build_dataclass(OptimConfig, cfg.optim, "optim")
-    ema = build_dataclass(EMAConfig, cfg.ema, "ema")
-    if check_choice("evaluate", cfg.evaluate, (True, False)):
-        _check_weights(build_dataclass(EvalConfig, cfg.eval, "eval").weights, ema, cfg.get("callbacks"))
+    build_configs(cfg)
     ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume, announce=False)
     _guard_output_dir(out, resuming=ckpt is not None)
 
@@ -181,17 +202,9 @@ def train(cfg: DictConfig) -> dict:
 
 def _train(cfg: DictConfig) -> dict:
     check_options(cfg, "train", task_overrides())  # also for each job of a -m sweep
-    # Every typed group is built and checked once, before anything is built or written.
-    pos_embed = build_pos_embed(cfg.pos_embed)
-    model_cfg = build_model_config(cfg.model)
-    optim = build_dataclass(OptimConfig, cfg.optim, "optim")
-    check_trainer(cfg.trainer)
-    ema = build_dataclass(EMAConfig, cfg.ema, "ema")
-    evaluating = check_choice("evaluate", cfg.evaluate, (True, False))
+    # Every typed group is built and checked, before anything is built or written.
+    pos_embed, model_cfg, optim, ema, settings = build_configs(cfg)
     images = _check_schedule(cfg)
-    settings = build_dataclass(EvalConfig, cfg.eval, "eval") if evaluating else None
-    if settings is not None:
-        _check_weights(settings.weights, ema, cfg.get("callbacks"))
     out = output_dir()
     ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume)
     _guard_output_dir(out, resuming=ckpt is not None)
