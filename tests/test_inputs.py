@@ -90,3 +90,12 @@ def test_the_command_line_refuses_in_one_sentence_and_writes_nothing(tmp_path: P
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
         assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == [".hydra", ".hydra/config.yaml"]
         assert (run / ".hydra" / "config.yaml").read_text() == "seed: 0\n"
+
+
+def test_a_removed_group_entry_is_not_a_boolean_left_unset(tmp_path: Path) -> None:
+    """~callbacks.best_checkpoint removes a node whose keys include booleans: nothing to check."""
+    from tests.conftest import compose_train
+    from vit_rope.tasks.common import check_options
+
+    overrides = ["~callbacks.best_checkpoint", "compile=false"]
+    check_options(compose_train(*overrides), "train", overrides)

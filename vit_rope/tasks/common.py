@@ -281,6 +281,9 @@ def _reference_config(config_name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name, overrides=choices)
 
 
+_ABSENT = object()
+
+
 def check_booleans(cfg: DictConfig, config_name: str, overrides: list[str]) -> None:
     """Every option whose default is ``true`` or ``false`` (or a list of them) holds true or false;
     Hydra reads ``evaluate=yes`` as the string "yes", which Python would take as true."""
@@ -300,7 +303,9 @@ def check_booleans(cfg: DictConfig, config_name: str, overrides: list[str]) -> N
     for key, is_list in walk(reference, ""):
         if key.startswith("hydra."):
             continue
-        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+        if value is _ABSENT:  # removed on the command line (~callbacks.best_checkpoint)
+            continue
         values = list(value) if is_list and isinstance(value, list | tuple | ListConfig) else [value]
         extras = BOOLEAN_EXTRAS.get(key, ())
         bad = [v for v in values if not isinstance(v, bool) and v not in extras]
