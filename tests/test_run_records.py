@@ -11,9 +11,11 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from tests.conftest import MODEL_TINY, run_cli
 from vit_rope.report import collect_runs
+from vit_rope.report.callback import ComparisonCallback, sweep_failures
 from vit_rope.tasks.train import train
 
 SMALL = [*MODEL_TINY, "data.num_train=256", "data.num_val=64", "data.batch_size=64", "logger=none"]
@@ -78,6 +80,9 @@ def test_a_finished_run_without_evaluation_is_not_a_failure(tmp_path: Path) -> N
     lines = {line.split("`")[1]: line for line in md.splitlines() if line.startswith("- `")}
     assert "evaluate=false" in lines["0_done"] and "**unfinished**" in lines["1_cut"]
     assert md.index("Trained without evaluation") < md.index(lines["0_done"]) < md.index("Failed or unfinished")
+    # the sweep's exit status counts only the cut-off job as not finished
+    ComparisonCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert [f.split(":")[0] for f in sweep_failures()] == ["1_cut"]
 
 
 def test_a_refused_rerun_leaves_the_run_directory_as_it_was(tmp_path: Path) -> None:
