@@ -125,6 +125,10 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+# Lightning's loggers print through their own handler and do not reach Hydra's log file.
+_OWN_HANDLER_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
 class _DropLibraryNotices(logging.Filter):
     """Lightning's advertisement for its cloud logger, printed by every Trainer."""
 
@@ -142,10 +146,6 @@ def quiet_library_notices() -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _DropLibraryNotices) for f in handler.filters):
                 handler.addFilter(_DropLibraryNotices())
-
-
-# Lightning's loggers print through their own handler and do not reach Hydra's log file.
-_OWN_HANDLER_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
 @contextmanager
