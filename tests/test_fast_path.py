@@ -85,9 +85,9 @@ def test_model_builds_fixed_tables_once_per_grid(monkeypatch):
     built = []  # (grid, strategy) of every table the model computes
     original = rope_embed_module.Rotary.angles
 
-    def counting(self, grid):
+    def counting(self, grid, alpha=None):
         built.append((tuple(grid), self.strategy))
-        return original(self, grid)
+        return original(self, grid, alpha)
 
     monkeypatch.setattr(rope_embed_module.Rotary, "angles", counting)
     model = tiny("rope_axial")

@@ -10,6 +10,8 @@ A strategy says how positions behave on a grid other than the training grid:
 | ``yarn``        | per-pair blend of interpolation and extrapolation by wavelength, plus a temperature |
 | ``logn``        | attention logits times ``log N' / log N`` (combines with any of the above) |
 | ``window``      | each query attends within the offsets met in training, in position units (combines with any) |
+| ``ensemble``    | softmax predictions averaged over the position scales ``G = s^(-alpha)``, alpha in :data:`ENSEMBLE_ALPHAS` |
+| ``calibrate``   | per layer and head, ``G = s^(-alpha)`` and a logit temperature chosen without labels (:class:`Calibration`) |
 
 Temperature: YaRN's temperature and log-n both correct the attention entropy for more tokens,
 so they never multiply. With ``logn`` on, the logit multiplier is the log-n factor alone, for
@@ -18,7 +20,9 @@ every strategy; without it, ``yarn`` applies its own temperature (:func:`yarn_at
 For rotary encodings every strategy is an elementwise scale ``G`` of the frequency matrix,
 ``F' = F * G`` (scaling frequency and scaling position are the same thing), plus an
 attention-logit multiplier. At the training grid every ``G`` is exactly one, so every strategy
-reproduces the unmodified model there. Absolute tables read :class:`Resize` to resample or to
+reproduces the unmodified model there. ``ensemble`` and ``calibrate`` use the family of scales
+``G = s^(-alpha)`` per axis (:func:`power_scale`): alpha 0 is ``extrapolate``, 1 is
+``interpolate``. Absolute tables read :class:`Resize` to resample or to
 take fractional positions. Which strategies apply to an encoding is said by its family
 (``strategy_applies`` in :mod:`vit_rope.models.encodings`); elsewhere the result is n/a.
 """
@@ -32,15 +36,28 @@ import torch
 
 from vit_rope.errors import PositionConfigError
 
+# One fixed rule for every layer and head (the default evaluation runs them all).
 STRATEGIES = ("extrapolate", "interpolate", "ntk", "yarn")
+# Chosen at test time without labels, over the scales G = s^(-alpha) of rotary frequencies: an
+# average of three forwards, or a choice per layer and head from the attention of a few inputs.
+LABEL_FREE_STRATEGIES = ("ensemble", "calibrate")
+
+# ``ensemble``: the position scales whose softmax predictions are averaged (3 forwards per input).
+ENSEMBLE_ALPHAS = (0.0, 0.5, 1.0)
+# ``calibrate``: the candidates per layer and head, the exponent alpha of G = s^(-alpha) (chosen
+# to keep the attention distance as a fraction of the input) and the logit temperature (chosen
+# to keep the attention entropy over log N). The grids are fixed, not tuned to a data set.
+CALIBRATION_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CALIBRATION_TEMPERATURES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6)
 
 
 def check_strategy(strategy: str, where: str = "") -> str:
     """``strategy`` if it is known, else one sentence naming it, where it was given, and the choices."""
-    if strategy not in STRATEGIES:
+    if strategy not in STRATEGIES + LABEL_FREE_STRATEGIES:
         place = f" in {where}" if where else ""
         raise PositionConfigError(
-            f"Unknown test-time strategy '{strategy}'{place}; choose one of {', '.join(STRATEGIES)}."
+            f"Unknown test-time strategy '{strategy}'{place}; choose one of "
+            f"{', '.join(STRATEGIES + LABEL_FREE_STRATEGIES)}."
         )
     return strategy
 
@@ -146,6 +163,51 @@ def frequency_scale(
             w = yarn_extrapolation_weight(freqs, length, base, yarn_alpha, yarn_beta)  # (..., d/2, 1)
             return ((1.0 - w) / s + w).expand_as(freqs).clone()
     raise PositionConfigError(f"Unknown test-time strategy '{resize.strategy}'.")
+
+
+def power_scale(freqs: torch.Tensor, scale: tuple[float, ...], alpha: float | torch.Tensor) -> torch.Tensor:
+    """``G = s_a^(-alpha)`` per axis ``a``: positions scaled by ``s^(-alpha)``, alpha 0 extrapolates,
+    1 interpolates, in between a geometric blend of the two.
+
+    Args:
+        freqs: ``(..., d/2, a)`` frequencies, to broadcast against.
+        scale: Per-axis ratio of the grid to the training grid.
+        alpha: One exponent for all layers and heads, or one per layer and head ``(depth, heads)``.
+
+    Returns:
+        ``G`` of ``freqs``' shape for a float alpha, ``(depth, heads, d/2, a)`` for a tensor.
+    """
+    s = torch.tensor(scale, dtype=torch.float32, device=freqs.device)  # (a,)
+    if isinstance(alpha, torch.Tensor):
+        g = s.pow(-alpha.to(freqs.device, torch.float32)[..., None, None])  # (L, h, 1, a)
+        return g.expand(*g.shape[:2], *freqs.shape[-2:])
+    return s.pow(-float(alpha)).expand_as(freqs).clone()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``calibrate`` chose for one test grid, per layer and head: the exponent alpha of the
+    frequency scale ``G = s^(-alpha)`` and the logit temperature (q multiplied by it), both
+    ``(depth, heads)``. ``images``: the calibration inputs it was chosen on."""
+
+    alpha: torch.Tensor
+    temperature: torch.Tensor
+    images: int = 0
+
+    def as_dict(self) -> dict:
+        """For results.json: nested lists, layer by layer."""
+        return {
+            "alpha": [[round(float(a), 4) for a in row] for row in self.alpha],
+            "temperature": [[round(float(t), 4) for t in row] for row in self.temperature],
+            "images": int(self.images),
+        }
+
+
+def ensemble_logits(logits: list[torch.Tensor]) -> torch.Tensor:
+    """The log of the mean softmax over the members: a valid logit vector whose softmax is the
+    averaged prediction (cross-entropy and top-k read it as they read logits)."""
+    probs = torch.stack([lg.float().softmax(-1) for lg in logits]).mean(0)
+    return probs.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
 def yarn_attention_factor(resize: Resize) -> float:

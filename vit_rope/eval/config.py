@@ -39,6 +39,8 @@ class EvalConfig:
         window: Run each cell without and/or with local attention.
         subset: Evaluate every cell on the same fixed subset of this many validation samples
             (:func:`vit_rope.eval.loop.eval_subset`); ``None``: all of them.
+        calibration_images: Validation inputs (no labels) that ``calibrate`` chooses its alpha and
+            temperature per layer and head on (:mod:`vit_rope.eval.calibrate`).
     """
 
     weights: str
@@ -50,6 +52,7 @@ class EvalConfig:
     batch_size: int | None
     window: tuple[bool, ...]
     subset: int | None
+    calibration_images: int
 
     def __post_init__(self) -> None:
         check_choice("eval.weights", self.weights, WEIGHTS)
@@ -67,6 +70,7 @@ class EvalConfig:
         check_range("eval.batch_size", self.batch_size, 1, integer=True, optional=True)
         object.__setattr__(self, "window", _flags("eval.window", self.window))
         check_range("eval.subset", self.subset, 1, integer=True, optional=True)
+        check_range("eval.calibration_images", self.calibration_images, 1, integer=True)
 
     def check_model(self, model: Any) -> None:
         """Refuse resolutions that the model cannot take (a ViT's side must be a multiple of its
@@ -76,11 +80,17 @@ class EvalConfig:
                 check_divisible("eval.resolutions entry", r, model.patch_size, "the patch size")
 
     def check_data(self, datamodule: Any) -> None:
-        """Refuse a subset larger than the validation set, before anything is trained or written."""
-        if self.subset is None:
+        """Refuse a subset (or, with ``calibrate``, calibration inputs) larger than the validation
+        set, before anything is trained or written."""
+        if self.subset is None and "calibrate" not in self.strategies:
             return
         n = len(datamodule.eval_dataloader(datamodule.train_resolution).dataset)
-        if self.subset > n:
+        if "calibrate" in self.strategies and self.calibration_images > n:
+            raise ConfigError(
+                f"eval.calibration_images={self.calibration_images} is larger than the validation set ({n} samples); "
+                f"use eval.calibration_images={n} or less."
+            )
+        if self.subset is not None and self.subset > n:
             raise ConfigError(
                 f"eval.subset={self.subset} is larger than the validation set ({n} samples); use "
                 f"eval.subset={n} or less, or eval.subset=null for all of them."

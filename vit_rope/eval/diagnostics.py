@@ -85,6 +85,13 @@ class AttentionRecorder:
         """Take one layer's rotated ``q``, ``k`` ``(B, h, N, hd)`` and SDPA's scale (and mask).
         Only the grid queries' rows of the weights are formed, a few samples at a time, so that
         memory stays bounded."""
+        for rows in self._grid_rows(q, k, scale, attn_mask):
+            self._add_grid_rows(layer, rows)
+
+    def _grid_rows(
+        self, q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: torch.Tensor | None = None
+    ) -> Iterator[torch.Tensor]:
+        """The grid queries' rows of the attention weights ``(b, h, G, N)``, a few samples at a time."""
         B, h, N, _ = q.shape
         P = self.num_prefix_tokens
         if N <= P:
@@ -98,8 +105,7 @@ class AttentionRecorder:
                         mask = mask[b : b + step]
                     if mask.shape[-2] == N:
                         mask = mask[..., P:, :]
-                rows = attention_weights(q[b : b + step, :, P:], k[b : b + step], scale, mask)
-                self._add_grid_rows(layer, rows)
+                yield attention_weights(q[b : b + step, :, P:], k[b : b + step], scale, mask)
 
     def _add_grid_rows(self, layer: int, w: torch.Tensor) -> None:
         """Add the weights ``(B, h, G, N)`` of the grid queries over all keys (prefix keys first)."""
@@ -140,23 +146,94 @@ class AttentionRecorder:
         return {"entropy": mean(self._entropy), "distance": mean(self._distance)}
 
 
+def grid_fractions(grid: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """``(G, G)`` distances between the cells of ``grid`` as a fraction of the input: coordinates
+    divided by the grid's size per axis (an image's width and height, a sequence's length)."""
+    axes = [torch.arange(int(g), dtype=torch.float32, device=device) / int(g) for g in grid]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(axes))  # (G, ndim)
+    return (coords[:, None, :] - coords[None, :, :]).pow(2).sum(-1).sqrt()
+
+
+class HeadRecorder(AttentionRecorder):
+    """Per layer and head: the attention entropy over ``log N`` at each of ``temperatures`` (the
+    logits multiplied by it), and the attention distance as a fraction of the input (at
+    temperature 1), over the grid queries; what ``calibrate`` matches across resolutions.
+
+    Args:
+        num_layers, num_prefix_tokens: As :class:`AttentionRecorder`.
+        temperatures: Logit temperatures the entropy is measured at (from the same q and k).
+        layers: The layers to record (default: all); the others' probes return at once.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_prefix_tokens: int = 0,
+        temperatures: Sequence[float] = (1.0,),
+        layers: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(num_layers, num_prefix_tokens)
+        self.temperatures = tuple(float(t) for t in temperatures)
+        self.layers = None if layers is None else set(layers)
+        self._head_entropy: dict[int, torch.Tensor] = {}  # layer -> (temperatures, h) sums
+        self._head_fraction: dict[int, torch.Tensor] = {}  # layer -> (h,) sums
+        self._head_count: dict[int, int] = {}
+
+    def probe(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: torch.Tensor | None = None
+    ) -> None:
+        if self.layers is not None and layer not in self.layers:
+            return
+        at_one = self.temperatures.index(1.0) if 1.0 in self.temperatures else 0  # distance at temperature 1
+        for t, temperature in enumerate(self.temperatures):
+            for w in self._grid_rows(q, k, scale * temperature, attn_mask):
+                B, h, G, N = w.shape
+                entropy = -torch.special.xlogy(w, w).sum(-1).sum((0, 2)) / math.log(max(N, 2))  # (h,)
+                sums = self._head_entropy.setdefault(layer, torch.zeros(len(self.temperatures), h, dtype=torch.float64))
+                sums[t] += entropy.double().cpu()
+                if t != at_one:
+                    continue
+                grid = self.grid if self.grid is not None and math.prod(self.grid) == G else (G,)
+                grid_w = w[..., N - G :]  # grid keys, renormalised
+                mass = grid_w.sum(-1).clamp_min(torch.finfo(torch.float32).tiny)
+                frac = (grid_w * self._fractions(grid, w.device)).sum(-1) / mass  # (b, h, G)
+                fsum = self._head_fraction.setdefault(layer, torch.zeros(h, dtype=torch.float64))
+                fsum += frac.sum((0, 2)).double().cpu()
+                self._head_count[layer] = self._head_count.get(layer, 0) + B * G
+
+    def _fractions(self, grid: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        key = ("fraction", tuple(grid), str(device))
+        if key not in self._dist_cache:
+            self._dist_cache[key] = grid_fractions(grid, device)
+        return self._dist_cache[key]
+
+    def entropy(self, layer: int) -> torch.Tensor:
+        """``(temperatures, heads)`` mean attention entropy over ``log N`` of ``layer``."""
+        return self._head_entropy[layer] / self._head_count[layer]
+
+    def distance_fraction(self, layer: int) -> torch.Tensor:
+        """``(heads,)`` mean attention distance of ``layer`` as a fraction of the input."""
+        return self._head_fraction[layer] / self._head_count[layer]
+
+
 def attention_layers(model: nn.Module) -> list[Attention]:
     """The model's attention layers, in forward order."""
     return [m for m in model.modules() if isinstance(m, Attention)]
 
 
 @contextlib.contextmanager
-def record_attention(model: nn.Module) -> Iterator[AttentionRecorder]:
+def record_attention(model: nn.Module, recorder: AttentionRecorder | None = None) -> Iterator[AttentionRecorder]:
     """``with record_attention(model) as rec: model(x)``: every attention layer of ``model``
     reports to ``rec`` until the block ends; the outputs are those of the plain forward.
 
     The grid shape of each forward is taken from the model's ``embed`` (the trunk's
-    ``tokens, grid = embed(x)``); without it the grid is read as 1D.
+    ``tokens, grid = embed(x)``); without it the grid is read as 1D. ``recorder``: one to use
+    instead of a new :class:`AttentionRecorder` (e.g. a :class:`HeadRecorder`).
     """
     layers = attention_layers(model)
     if any(layer.probe is not None for layer in layers):
         raise RuntimeError("An attention recorder is already active on this model; nest no recorders.")
-    rec = AttentionRecorder(len(layers), int(getattr(model, "num_prefix_tokens", 0) or 0))
+    rec = recorder or AttentionRecorder(len(layers), int(getattr(model, "num_prefix_tokens", 0) or 0))
     embed = getattr(model, "embed", None)
     if callable(embed):
 

@@ -23,6 +23,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader, Subset, default_collate
 
 from vit_rope.errors import ConfigError
+from vit_rope.eval.calibrate import calibrate_model
 from vit_rope.eval.config import EvalConfig
 from vit_rope.eval.diagnostics import attention_diagnostics
 from vit_rope.eval.results import add_retention
@@ -143,6 +144,9 @@ def evaluate(
                         loader = eval_subset(datamodule.eval_dataloader(res, mode=mode, **kwargs), settings.subset)
                         loader = _decoded_once(loader, trainer, cache_bytes)
                     with model.use_strategy(strategy, logn=use_logn, window=use_window):
+                        calibration = None
+                        if strategy == "calibrate":
+                            calibration = _calibrate(model, datamodule, trainer, (train_res, res), mode, settings)
                         out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
                         attention = _diagnostics(model, datamodule, trainer, res, mode, diagnostics_images)
                     done[key] = dict(
@@ -152,6 +156,8 @@ def evaluate(
                         n=int(out["val/n"]),
                         attention=attention,
                     )
+                    if calibration is not None:
+                        done[key]["calibration"] = calibration
                     row.update(done[key])
                 if row.get("top1") is not None:
                     _log(loggers, row, strategy + ("_window" if use_window else ""), use_logn, res)
@@ -186,6 +192,36 @@ def _diagnostics(model: Any, datamodule: Any, trainer: L.Trainer, res: int, mode
     # read in this process, a few at a time: no loader workers to start for a few samples
     batches = (collate([dataset[i] for i in range(s, min(s + 32, n))]) for s in range(0, n, 32))
     return attention_diagnostics(model, batches, images, device=trainer.strategy.root_device)
+
+
+def _first_inputs(datamodule: Any, res: int, mode: str, count: int) -> torch.Tensor:
+    """The first ``count`` validation inputs at ``res``, without their labels (read in this process)."""
+    loader = datamodule.eval_dataloader(res, mode=mode)
+    dataset, collate = loader.dataset, loader.collate_fn or default_collate
+    return collate([dataset[i][0] for i in range(min(count, len(dataset)))])
+
+
+def _calibrate(
+    model: Any, datamodule: Any, trainer: L.Trainer, resolutions: tuple[int, int], mode: str, settings: EvalConfig
+) -> dict | None:
+    """``calibrate``'s choice for the test resolution of ``resolutions`` (training, test), kept in
+    the model for the cell's forward and returned for results.json; on the first
+    ``eval.calibration_images`` validation inputs at both resolutions, never their labels. Every
+    rank calibrates on the same inputs, so every rank makes the same choice."""
+    train_res, res = resolutions
+    if res == train_res:
+        return None
+    device = trainer.strategy.root_device
+    home = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    inputs = [_first_inputs(datamodule, r, mode, settings.calibration_images) for r in (train_res, res)]
+    inputs = [x.to(device, dtype=dtype) if x.is_floating_point() else x.to(device) for x in inputs]
+    model.to(device)
+    try:
+        calibration = calibrate_model(model, *inputs)
+    finally:
+        model.to(home)
+    return calibration.as_dict()
 
 
 def eval_subset(loader: DataLoader, subset: int | None) -> DataLoader:

@@ -59,8 +59,10 @@ class Attention(nn.Module):
         tables: RotaryTables | None = None,
         logit_scale: float = 1.0,
         attn_mask: torch.Tensor | None = None,
+        head_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``attn_mask``: optional ``(N, N)`` boolean mask, True where a query may attend."""
+        """``attn_mask``: optional ``(N, N)`` boolean mask, True where a query may attend.
+        ``head_scale``: optional ``(heads,)`` logit temperature per head (q is multiplied by it)."""
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
         if tables is not None and tables.basis is not None:
@@ -73,6 +75,8 @@ class Attention(nn.Module):
                 # saves for backward) views of one buffer, as without RoPE, and no copy of q, k is made.
                 apply_rotary(qkv[:2], tables.cos, tables.sin, tables.layout, inplace=True)
             q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
+        if head_scale is not None:
+            q = q * head_scale.to(q.dtype)[:, None, None]
         if self.probe is not None:
             self.probe(q, k, self.scale * logit_scale, attn_mask)
         x = F.scaled_dot_product_attention(
@@ -119,7 +123,8 @@ class Block(nn.Module):
         tables: RotaryTables | None = None,
         logit_scale: float = 1.0,
         attn_mask: torch.Tensor | None = None,
+        head_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), tables, logit_scale, attn_mask)))
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), tables, logit_scale, attn_mask, head_scale)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x

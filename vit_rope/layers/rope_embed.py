@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vit_rope.errors import PositionConfigError
-from vit_rope.extrapolate import Resize, check_strategy, frequency_scale, yarn_attention_factor
+from vit_rope.extrapolate import Resize, check_strategy, frequency_scale, power_scale, yarn_attention_factor
 from vit_rope.layers.rotary import (
     augment_positions,
     grid_positions,
@@ -169,9 +169,22 @@ class Rotary(nn.Module):
             extent = (float(self.train_grid[1]), float(self.train_grid[0]))
         return Resize(tuple(float(s) for s in scale), extent, self.strategy)
 
-    def effective_freqs(self, grid: Sequence[int]) -> torch.Tensor:
-        """``F * G``: the frequencies after the test-time strategy for ``grid``."""
+    def effective_freqs(self, grid: Sequence[int], alpha: float | torch.Tensor | None = None) -> torch.Tensor:
+        """``F * G``: the frequencies after the test-time strategy for ``grid``.
+
+        ``alpha`` (``ensemble``, ``calibrate``): instead, ``G = s^(-alpha)`` per axis, one exponent
+        or one per layer and head ``(depth, heads)``; the latter gives ``(depth, heads, d/2, a)``
+        frequencies, at the training grid too (``G`` is exactly 1 there)."""
         resize = self.resize(grid)
+        if alpha is not None:
+            if not isinstance(alpha, torch.Tensor) and all(s == 1.0 for s in resize.scale):
+                return self.freqs
+            return self.freqs * power_scale(self.freqs, resize.scale, alpha)
+        if resize.strategy in ("ensemble", "calibrate") and not all(s == 1.0 for s in resize.scale):
+            raise PositionConfigError(
+                f"Strategy '{resize.strategy}' scales the frequencies by s^(-alpha) and needs alpha; "
+                "run the model through its forward (ensemble) or calibrate it first (vit_rope.eval.calibrate)."
+            )
         if resize.is_identity:
             return self.freqs
         e = self.encoding
@@ -190,9 +203,13 @@ class Rotary(nn.Module):
 
     # -- tables ------------------------------------------------------------------------------
 
-    def angles(self, grid: Sequence[int]) -> torch.Tensor:
-        """Angles ``(N_total, d/2)``, or ``(depth, heads, N_total, d/2)`` for learned frequencies
-        (all layers in one batched op), prefix tokens first; not cached."""
+    def per_layer(self, alpha: float | torch.Tensor | None = None) -> bool:
+        """Whether the tables differ per layer: learned frequencies, or one scale per layer and head."""
+        return self.learned or isinstance(alpha, torch.Tensor)
+
+    def angles(self, grid: Sequence[int], alpha: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Angles ``(N_total, d/2)``, or ``(depth, heads, N_total, d/2)`` for learned frequencies or
+        a per-layer-and-head ``alpha`` (all layers in one batched op), prefix tokens first; not cached."""
         pos = self.positions(grid)
         if self.augmenting:
             e = self.encoding
@@ -201,7 +218,7 @@ class Rotary(nn.Module):
             # Normalized coordinates span [-1, 1]: a pair of frequency f turns f / pi times across
             # the image, as DINOv3's angle 2 pi x / period with period = 1 / f (timm RotaryEmbeddingDinoV3).
             pos = pos * (2 * math.pi)
-        freqs = self.effective_freqs(grid)
+        freqs = self.effective_freqs(grid, alpha)
         if self.pair_mask is not None:  # partial RoPE: the slow pairs get frequency 0, angle 0
             freqs = freqs * self.pair_mask
         angles = rotary_angles(pos, freqs)  # (..., N, d/2)
@@ -223,19 +240,22 @@ class Rotary(nn.Module):
             angles[layer].cos(), angles[layer].sin(), self.encoding.layout, None if basis is None else basis[layer]
         )
 
-    def forward(self, grid: Sequence[int], dtype: torch.dtype = torch.float32) -> RotaryTables:
-        """Tables shared by every layer for ``grid``, cached per grid, strategy, dtype and device.
-        Fixed frequencies only: learned ones differ per layer (:meth:`angles`, :meth:`layer_tables`)."""
-        if self.learned:
-            raise TypeError("Learned rotary frequencies have one table per layer; use angles() and layer_tables().")
+    def forward(
+        self, grid: Sequence[int], dtype: torch.dtype = torch.float32, alpha: float | None = None
+    ) -> RotaryTables:
+        """Tables shared by every layer for ``grid``, cached per grid, strategy, alpha (one
+        exponent of ``G = s^(-alpha)``, or ``None``), dtype and device. Fixed frequencies only:
+        learned ones differ per layer (:meth:`angles`, :meth:`layer_tables`)."""
+        if self.per_layer(alpha):
+            raise TypeError("These rotary tables differ per layer; use angles() and layer_tables().")
         grid = tuple(int(g) for g in grid)
         if self.augmenting or torch.compiler.is_compiling():
-            angles = self.angles(grid)
+            angles = self.angles(grid, alpha)
             return RotaryTables(angles.cos().to(dtype), angles.sin().to(dtype), self.encoding.layout)
-        key = (grid, self.strategy, dtype, self.freqs.device)
+        key = (grid, self.strategy, alpha, dtype, self.freqs.device)
         tables = self._cache.get(key)
         if tables is None:
-            angles = self.angles(grid)
+            angles = self.angles(grid, alpha)
             tables = (angles.cos().to(dtype), angles.sin().to(dtype))
             self._cache[key] = tables
         return RotaryTables(*tables, self.encoding.layout)

@@ -93,7 +93,8 @@ class PosEmbedConfig:
     def strategy_applies(self, strategy: str) -> bool:
         """False where ``strategy`` means nothing for this encoding (its result is n/a). An absolute
         table is resampled (learned) or recomputed (sin-cos) on the larger grid or at fractional
-        positions inside the training range; with no encoding only ``extrapolate`` (do nothing)."""
+        positions inside the training range; with no encoding only ``extrapolate`` (do nothing).
+        ``ensemble`` and ``calibrate`` scale rotary frequencies, so they apply to rotary families only."""
         check_strategy(strategy)
         if self.absolute is not None:
             return strategy in ("extrapolate", "interpolate")
@@ -250,7 +251,8 @@ class _RotaryFamily(PosEmbedConfig):
         return bool(self.shift) or self.jitter > 1.0 or self.rescale > 1.0
 
     def strategy_applies(self, strategy: str) -> bool:
-        """Every strategy, except that NTK needs axis-aligned base-generated frequencies and
+        """Every strategy (``ensemble`` and ``calibrate`` included: they scale the rotary
+        frequencies), except that NTK needs axis-aligned base-generated frequencies and
         normalized coordinates already map every grid onto the training range (so only
         ``extrapolate``). A learned table beside the rotation is resampled under all of them."""
         check_strategy(strategy)

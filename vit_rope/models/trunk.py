@@ -19,7 +19,10 @@ from torch import nn
 
 from vit_rope.errors import ConfigError, PositionConfigError, check_choice, check_range
 from vit_rope.extrapolate import (
+    ENSEMBLE_ALPHAS,
+    Calibration,
     check_strategy,
+    ensemble_logits,
     local_window_mask,
     logn_attention_factor,
     visible_keys,
@@ -117,6 +120,8 @@ class Transformer(nn.Module):
         self.logn = False
         self.window = False
         self._masks: dict[tuple, torch.Tensor | None] = {}
+        # ``calibrate``: the choice per layer and head for each test grid (vit_rope.eval.calibrate)
+        self.calibrations: dict[tuple[int, ...], Calibration] = {}
 
         D = cfg.embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
@@ -228,27 +233,74 @@ class Transformer(nn.Module):
         parts = [t.expand(batch, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
         return torch.cat(parts, dim=1) if parts else None
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def set_calibration(self, grid: Sequence[int], calibration: Calibration) -> None:
+        """Keep ``calibrate``'s choice for ``grid`` (alpha and temperature per layer and head)."""
+        shape = (self.cfg.depth, self.cfg.num_heads)
+        if tuple(calibration.alpha.shape) != shape or tuple(calibration.temperature.shape) != shape:
+            raise ValueError(f"A calibration of this model is {shape} (layers, heads) per value.")
+        self.calibrations[tuple(int(g) for g in grid)] = calibration
+
+    def _calibration(self, grid: tuple[int, ...]) -> Calibration | None:
+        """Under ``calibrate``, the choice for ``grid``: none at the training grid (identity)."""
+        if self.strategy != "calibrate" or grid == self.train_grid:
+            return None
+        if grid not in self.calibrations:
+            raise PositionConfigError(
+                f"Strategy 'calibrate' has no calibration for the grid {grid}; calibrate the model on that grid "
+                "first (vit_rope.eval.calibrate.calibrate_model)."
+            )
+        return self.calibrations[grid]
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Input -> the tokens that enter the first block ``(B, P + N, D)`` (prefix tokens, the
+        absolute table), and the grid."""
         tokens, grid = self.embed(x)  # (B, N, D)
+        grid = tuple(int(g) for g in grid)
         prefix = self._prefix(tokens.shape[0])
         if self.abs_pos is not None:
             x = self.abs_pos(tokens, prefix, grid)
         else:
             x = tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
+        return x, grid
+
+    def forward_blocks(
+        self,
+        x: torch.Tensor,
+        grid: tuple[int, ...],
+        start: int = 0,
+        stop: int | None = None,
+        alpha: float | torch.Tensor | None = None,
+        temperature: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Blocks ``start`` to ``stop`` (all by default) on ``x`` of ``grid``.
+
+        ``alpha``: frequency scale ``G = s^(-alpha)`` (one exponent, or ``(depth, heads)``);
+        ``temperature``: ``(depth, heads)`` logit temperatures. Both default to the strategy's own.
+        """
+        if alpha is None and temperature is None:
+            calibration = self._calibration(grid)
+            if calibration is not None:
+                alpha, temperature = calibration.alpha, calibration.temperature
         logit_scale = self.logit_scale(grid)
-        # Fixed frequencies: one cached (cos, sin) for every layer. Learned: the angles of all
-        # layers in one batched op, and each layer's cos, sin in its turn, so that only the
-        # angles, not cos and sin of every layer, are held through the forward.
-        learned = self.rope is not None and self.rope.learned
-        tables = self.rope(grid) if self.rope is not None and not learned else None
-        angles = self.rope.angles(grid) if learned else None
-        basis = self.rope.basis() if learned else None
+        # Fixed frequencies: one cached (cos, sin) for every layer. Per layer (learned, or one
+        # scale per layer and head): the angles of all layers in one batched op, and each layer's
+        # cos, sin in its turn, so that only the angles, not cos and sin of every layer, are held.
+        per_layer = self.rope is not None and self.rope.per_layer(alpha)
+        tables = self.rope(grid, alpha=alpha) if self.rope is not None and not per_layer else None
+        angles = self.rope.angles(grid, alpha) if per_layer else None
+        basis = self.rope.basis() if per_layer else None
         mask = self.attention_mask(grid, x.device)
-        for i, blk in enumerate(self.blocks):
-            if learned:
+        stop = len(self.blocks) if stop is None else stop
+        for i in range(start, stop):
+            if per_layer:
                 tables = self.rope.layer_tables(angles, i, basis)
-            x = blk(x, tables, logit_scale, mask)
-        return self.norm(x)
+            head_scale = None if temperature is None else temperature[i].to(x.device)
+            x = self.blocks[i](x, tables, logit_scale, mask, head_scale)
+        return x
+
+    def forward_features(self, x: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        x, grid = self.forward_tokens(x)
+        return self.norm(self.forward_blocks(x, grid, alpha=alpha))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, self.num_prefix_tokens :].mean(dim=1) if self.global_pool == "avg" else x[:, 0]
@@ -256,7 +308,20 @@ class Transformer(nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.strategy == "ensemble":
+            return self.forward_ensemble(x)
         return self.forward_head(self.forward_features(x))
+
+    def forward_ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """``ensemble``: the log of the softmax predictions averaged over the position scales
+        ``G = s^(-alpha)``, alpha in :data:`vit_rope.extrapolate.ENSEMBLE_ALPHAS` (one forward of
+        the blocks each; the patch embedding is shared). At the training grid every member is the
+        plain model, so the plain logits are returned."""
+        x, grid = self.forward_tokens(x)
+        if grid == self.train_grid:
+            return self.forward_head(self.norm(self.forward_blocks(x, grid)))
+        members = [self.forward_head(self.norm(self.forward_blocks(x, grid, alpha=a))) for a in ENSEMBLE_ALPHAS]
+        return ensemble_logits(members).to(members[0].dtype)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay: prefix tokens, absolute tables, frequencies."""
