@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 
-from tests.conftest import TINY, read_results, run_cli
+from tests.conftest import TINY, read_results, run_cli, train_run
 from vit_rope.errors import ConfigError
 from vit_rope.tasks.common import config_groups
 from vit_rope.tasks.train import train
@@ -51,9 +51,9 @@ def test_eval_with_the_imagefolder_group(tmp_path: Path, image_tree: Path) -> No
     run = tmp_path / "run"
     model = ["model.patch_size=8", "model.embed_dim=32", "model.depth=1", "model.num_heads=2"]
     data = ["data.img_size=32", "data.num_workers=0", "data.batch_size=6"]
-    run_cli("train.py", *TINY[:7], *model, "data=imagefolder", f"data.root={image_tree}", *data,
-            "trainer.max_epochs=1", "evaluate=false", "logger=none", f"hydra.run.dir={run}")  # fmt: skip
-    out = tmp_path / "eval"
+    train_run(run, *TINY[:7], *model, "data=imagefolder", f"data.root={image_tree}", *data,
+              "trainer.max_epochs=1", "evaluate=false", "logger=none")  # fmt: skip
+    out = tmp_path / "eval"  # eval.py through the real command line
     run_cli("eval.py", f"ckpt_path={run}", "data=imagefolder", f"data.root={image_tree}", "eval.resolutions=[32,48]",
             "eval.strategies=[extrapolate]", "eval.logn=[false]", "logger=none", f"hydra.run.dir={out}")  # fmt: skip
     results = read_results(out)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import TINY, read_results, run_cli
+from tests.conftest import TINY, read_results, train_run
 from vit_rope import create_model, create_text_model
 from vit_rope.eval.diagnostics import (
     AttentionRecorder,
@@ -171,9 +171,9 @@ def test_nested_recorders_are_refused():
 def test_results_json_carries_attention_per_layer(tmp_path):
     """A tiny training run evaluated at 32 and 64 px: every evaluated cell has one entropy and
     one distance per layer, n/a cells have null; the report has the layer means."""
-    run_cli(
-        "train.py", *TINY, "pos_embed=rope_mixed", "trainer.max_epochs=1", "eval.resolutions=[32,64]",
-        "eval.strategies=[extrapolate,ntk,yarn]", f"hydra.run.dir={tmp_path}",
+    train_run(
+        tmp_path, *TINY, "pos_embed=rope_mixed", "trainer.max_epochs=1", "eval.resolutions=[32,64]",
+        "eval.strategies=[extrapolate,ntk,yarn]",
     )  # fmt: skip
     results = read_results(tmp_path)
     load_results(tmp_path)  # the schema check accepts the key

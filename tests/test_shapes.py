@@ -366,11 +366,12 @@ def test_train_resolutions_under_lightnings_distributed_sampler():
     assert not set(indices[0]) & set(indices[1]) and indices[0] != sorted(indices[0])
 
 
-def test_train_resolutions_through_the_cli(tmp_path):
+def test_train_resolutions_in_a_training_run(tmp_path):
     """One training step at a side other than img_size (the only one listed), then validation at img_size."""
-    from tests.conftest import TINY, run_cli
+    from tests.conftest import TINY, train_run
 
-    run_cli("train.py", "debug=fast_dev_run", *TINY, "data.train_resolutions=[48]", f"hydra.run.dir={tmp_path}")
+    out = train_run(tmp_path, "debug=fast_dev_run", *TINY, "data.train_resolutions=[48]")
+    assert 0.0 <= out["val"]["val/top1"] <= 100.0
 
 
 @pytest.mark.parametrize(

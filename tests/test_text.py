@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from tests.conftest import read_results, run_cli
+from tests.conftest import assert_names, read_results, train_run
 from tests.test_train import check_results_schema
 from vit_rope import create_model, create_text_model
+from vit_rope.errors import ConfigError
 
 TEXT_TINY = [
     "model=text_micro",
@@ -69,18 +71,12 @@ def test_text_rope1d_and_vit_rope_axial_share_the_rotary_core():
 
 
 def test_text_fast_dev_run(tmp_path):
-    run_cli("train.py", "debug=fast_dev_run", *TEXT_TINY, "pos_embed=rope1d", f"hydra.run.dir={tmp_path}")
+    out = train_run(tmp_path, "debug=fast_dev_run", *TEXT_TINY, "pos_embed=rope1d")
+    assert 0.0 <= out["val"]["val/top1"] <= 100.0
 
 
 def test_text_evaluation_at_2x_length(tmp_path):
-    run_cli(
-        "train.py",
-        *TEXT_TINY,
-        "pos_embed=rope1d",
-        "trainer.max_epochs=1",
-        "eval.resolutions=[16,32]",
-        f"hydra.run.dir={tmp_path}",
-    )
+    train_run(tmp_path, *TEXT_TINY, "pos_embed=rope1d", "trainer.max_epochs=1", "eval.resolutions=[16,32]")
     results = read_results(tmp_path)
     check_results_schema(results)
     assert results["run"]["data"] == "sequences" and results["run"]["train_resolution"] == 16
@@ -88,10 +84,9 @@ def test_text_evaluation_at_2x_length(tmp_path):
 
 
 def test_text_rejects_2d_encodings(tmp_path):
-    proc = run_cli("train.py", *TEXT_TINY, "pos_embed=rope_axial", f"hydra.run.dir={tmp_path}", check=False)
-    assert proc.returncode == 2
-    assert "Unknown position encoding 'rope_axial'; choose one of none, ape, rope1d." in proc.stderr
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(ConfigError) as err:
+        train_run(tmp_path, *TEXT_TINY, "pos_embed=rope_axial")
+    assert_names(str(err.value), "rope_axial", "none, ape, rope1d")
 
 
 def test_rope1d_learns_the_sequence_task_well_above_chance(tmp_path):
@@ -102,10 +97,10 @@ def test_rope1d_learns_the_sequence_task_well_above_chance(tmp_path):
         for a in TEXT_TINY
         if not a.startswith(("data.num_train", "data.num_val", "model.embed_dim", "model.num_heads"))
     ]
-    run_cli(
-        "train.py", *args, "pos_embed=rope1d", "model.embed_dim=64", "model.num_heads=4", "data.num_train=4096",
+    train_run(
+        tmp_path, *args, "pos_embed=rope1d", "model.embed_dim=64", "model.num_heads=4", "data.num_train=4096",
         "data.num_val=256", "trainer.max_epochs=8", "optim.lr=2e-3", "eval.resolutions=[16]",
-        "eval.strategies=[extrapolate]", "eval.logn=[false]", "logger=none", f"hydra.run.dir={tmp_path}",
+        "eval.strategies=[extrapolate]", "eval.logn=[false]", "logger=none",
     )  # fmt: skip
     (row,) = read_results(tmp_path)["metrics"]
     assert row["top1"] >= 75.0, row  # at least three times chance

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, compose_train, read_results, run_cli
+from tests.conftest import ROOT, TINY, compose_train, eval_run, read_results, train_run
 from tests.test_train import logged_scalars
 from vit_rope.errors import ConfigError
 from vit_rope.lit_module import ClassificationModule
@@ -18,10 +18,7 @@ ONE_CELL = ["eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn
 
 def test_ema_run_logs_both_top1_saves_both_weights_and_evaluates_each(tmp_path):
     run = tmp_path / "run"
-    run_cli(
-        "train.py", *TINY, "trainer.max_epochs=2", "ema.enabled=true", "ema.decay=0.9", "eval.weights=ema",
-        *ONE_CELL, f"hydra.run.dir={run}",
-    )  # fmt: skip
+    train_run(run, *TINY, "trainer.max_epochs=2", "ema.enabled=true", "ema.decay=0.9", "eval.weights=ema", *ONE_CELL)
     raw, ema = logged_scalars(run / "tb", "val/top1"), logged_scalars(run / "tb", "val/top1_ema")
     assert len(raw) == len(ema) == 2  # one of each per epoch
     results = read_results(run)
@@ -36,9 +33,7 @@ def test_ema_run_logs_both_top1_saves_both_weights_and_evaluates_each(tmp_path):
 
     for weights, expected in (("best", max(raw)), ("ema", ema[-1])):
         out = tmp_path / weights
-        run_cli(
-            "eval.py", f"run_dir={run}", f"eval.weights={weights}", *ONE_CELL, "logger=none", f"hydra.run.dir={out}"
-        )
+        eval_run(out, f"run_dir={run}", f"eval.weights={weights}", *ONE_CELL, "logger=none")
         again = read_results(out)
         assert again["run"]["weights"] == weights
         assert again["metrics"][0]["top1"] == pytest.approx(expected, abs=1e-3), weights

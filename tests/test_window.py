@@ -4,7 +4,7 @@ outside the training extent get zero weight, prefix tokens see and are seen by a
 import pytest
 import torch
 
-from tests.conftest import TINY, read_results, run_cli
+from tests.conftest import TINY, read_results, train_run
 from vit_rope import create_model, create_text_model
 from vit_rope.eval.diagnostics import attention_weights
 from vit_rope.extrapolate import local_window_mask
@@ -70,9 +70,9 @@ def test_text_window_reaches_the_training_length():
 
 
 def test_eval_window_rows_in_results(tmp_path):
-    run_cli(
-        "train.py", *TINY, "trainer.max_epochs=1", "eval.resolutions=[32,64]", "eval.strategies=[extrapolate]",
-        "eval.logn=[false]", "eval.window=[false,true]", f"hydra.run.dir={tmp_path}",
+    train_run(
+        tmp_path, *TINY, "trainer.max_epochs=1", "eval.resolutions=[32,64]", "eval.strategies=[extrapolate]",
+        "eval.logn=[false]", "eval.window=[false,true]",
     )  # fmt: skip
     rows = {(m["resolution"], m.get("window", False)): m for m in read_results(tmp_path)["metrics"]}
     assert set(rows) == {(32, False), (32, True), (64, False), (64, True)}
