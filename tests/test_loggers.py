@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, read_results, run_cli
+from tests.conftest import TINY, assert_names, read_results, run_cli
 from vit_rope.errors import ConfigError
 from vit_rope.report.loggers import hparam_metrics, log_figure, log_report
 
@@ -79,16 +79,17 @@ def test_loggers_without_images_skip_the_plot(tmp_path: Path, caplog: pytest.Log
 def test_an_unknown_logger_is_one_sentence(tmp_path: Path) -> None:
     proc = run_cli("train.py", "logger=wandbb", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        "error: Unknown logger 'wandbb'; choose one of csv, many, mlflow, none, tensorboard, wandb."
-    )
+    (line,) = proc.stderr.strip().splitlines()  # one sentence, no traceback
+    assert_names(line, "logger", "wandbb", "csv, many, mlflow, none, tensorboard, wandb")
     assert not (tmp_path / "run").exists()  # refused before anything was written
     from vit_rope.cli import check_group_options
 
-    with pytest.raises(ConfigError, match="Unknown logger 'nope'; choose one of csv, many"):
+    with pytest.raises(ConfigError) as err:
         check_group_options("eval", ["-m", "logger=csv,nope", "ckpt_path=x.ckpt"])  # also inside a sweep list
-    with pytest.raises(ConfigError, match="Unknown pos_embed 'rope2d'; choose one of ape, none, rope1d"):
+    assert_names(str(err.value), "logger", "nope", "csv, many")
+    with pytest.raises(ConfigError) as err:
         check_group_options("train", ["pos_embed=rope2d"])  # every group of the config, the same way
+    assert_names(str(err.value), "pos_embed", "rope2d", "ape, none, rope1d")
     check_group_options("train", ["logger=null", "~callbacks.progress_bar", "+experiment=shapes_cpu", "optim.lr=1"])
 
 
@@ -99,10 +100,7 @@ def test_a_missing_logger_package_is_one_sentence(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
     with pytest.raises(ConfigError) as err:
         getattr(loggers, target)(save_dir=".")
-    assert str(err.value) == (
-        f"logger={module} needs the '{module}' package, which is not installed; "
-        f'pip install -e ".[loggers]" (or pip install {module}).'
-    )
+    assert_names(str(err.value), f"logger={module}", f"'{module}' package", 'pip install -e ".[loggers]"')
 
 
 def test_wandb_runs_offline_with_metrics_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
