@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vit_rope.errors import ConfigError
 from vit_rope.report.callback import sweep_failures
@@ -51,6 +51,39 @@ def check_group_options(config_name: str, args: list[str]) -> None:
         for value in values:
             if value not in options and value != "null":
                 raise ConfigError(f"Unknown {o.key_or_group} '{value}'; choose one of {', '.join(options)}.")
+    check_keys_exist(config_name, overrides, groups)
+
+
+def check_keys_exist(config_name: str, overrides: list, groups: dict[str, list[str]]) -> None:
+    """A ``key=value`` whose key the composed config lacks (``trainer.max_epoch=3``) ends in one
+    sentence naming it, the nearest keys and ``+key=value`` for adding one (Hydra's report is
+    several lines and exits with status 1)."""
+    import difflib
+
+    from vit_rope.tasks.common import reference_config
+
+    plain = [o for o in overrides if o.key_or_group not in groups and not o.key_or_group.startswith("hydra")]
+    plain = [o for o in plain if not (o.package or o.is_delete() or o.is_add() or o.is_force_add())]
+    if not plain:
+        return
+    choices = []
+    for o in overrides:  # the groups chosen (the first option of a -m list), which bring their keys
+        if o.key_or_group in groups and not o.package and not o.is_delete():
+            first = next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str()
+            choices.append(f"{'+' if o.is_add() else ''}{o.key_or_group}={first}")
+    try:
+        reference = reference_config(config_name, choices)
+    except Exception:  # noqa: BLE001  a choice Hydra cannot compose: Hydra reports it
+        return
+    for o in plain:
+        key = o.key_or_group
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(reference, parent, default=None) if parent else reference
+        siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []  # with ??? values
+        if leaf not in siblings and not isinstance(node, ListConfig):
+            near = difflib.get_close_matches(leaf, siblings, n=1)
+            hint = f"did you mean {parent + '.' if parent else ''}{near[0]}? " if near else ""
+            raise ConfigError(f"{key} is not an option; {hint}check the spelling, or add a new key with +{key}=VALUE.")
 
 
 def _checked(config_name: str) -> None:

@@ -267,7 +267,7 @@ def check_missing(cfg: DictConfig) -> None:
         raise ConfigError(f"{key} has no value and is required; add {key}=VALUE to the command.")
 
 
-def _reference_config(config_name: str, overrides: list[str]) -> DictConfig:
+def reference_config(config_name: str, overrides: list[str]) -> DictConfig:
     """The config that ``config_name`` with only the group choices of ``overrides`` composes:
     the type each option has by default."""
     from hydra import compose, initialize_config_module
@@ -289,7 +289,7 @@ def check_booleans(cfg: DictConfig, config_name: str, overrides: list[str]) -> N
     Hydra reads ``evaluate=yes`` as the string "yes", which Python would take as true."""
     if not any("=" in o for o in overrides):
         return
-    reference = OmegaConf.to_container(_reference_config(config_name, overrides), resolve=False)
+    reference = OmegaConf.to_container(reference_config(config_name, overrides), resolve=False)
 
     def walk(node: Any, prefix: str) -> Iterator[tuple[str, bool]]:  # (key, is a list of booleans)
         if isinstance(node, dict):
