@@ -85,6 +85,7 @@ def check_before_run(cfg: DictConfig, out: Path, overrides: list[str]) -> None:
     leaves an existing run directory as it was; :func:`train` before writing ``.hydra/``."""
     check_options(cfg, "train", overrides)
     build_configs(cfg)
+    _check_schedule(cfg)
     ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume, announce=False)
     _guard_output_dir(out, resuming=ckpt is not None)
 
