@@ -131,3 +131,58 @@ def calibrate_model(model: Any, train_inputs: torch.Tensor, test_inputs: torch.T
 def _grid_of(model: Any, inputs: torch.Tensor) -> tuple[int, ...]:
     with torch.no_grad():
         return tuple(int(g) for g in model.embed(inputs[:1])[1])
+
+
+def plot_calibrations(run_dirs: Sequence[str], out: str) -> None:
+    """The alpha ``calibrate`` chose per layer (rows) and head (columns), one panel per test
+    resolution (and log-n / window setting), averaged over the runs in ``run_dirs``; each cell
+    names its mean alpha and mean temperature."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells: dict[tuple, list[dict]] = {}
+    for run_dir in run_dirs:
+        for m in json.loads((Path(run_dir) / "results.json").read_text())["metrics"]:
+            if m["strategy"] == "calibrate" and m.get("calibration"):
+                key = (m["resolution"], m["logn"], m.get("window", False))
+                cells.setdefault(key, []).append(m["calibration"])
+    if not cells:
+        raise ValueError(f"No calibrate cell with a calibration in {', '.join(map(str, run_dirs))}.")
+    keys = sorted(cells)
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys) + 1, 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        alpha = torch.tensor([c["alpha"] for c in cells[key]]).mean(0)  # (layers, heads)
+        temperature = torch.tensor([c["temperature"] for c in cells[key]]).mean(0)
+        image = ax.imshow(alpha.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for layer in range(alpha.shape[0]):
+            for head in range(alpha.shape[1]):
+                a, t = float(alpha[layer, head]), float(temperature[layer, head])
+                ax.text(head, layer, f"{a:.2f}\n{t:.2f}", ha="center", va="center", fontsize=6, color="w")
+        res, logn, window = key
+        ax.set_title(f"{res}{' +logn' if logn else ''}{' +window' if window else ''} (n={len(cells[key])})", fontsize=8)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(alpha.shape[1]))
+        ax.set_yticks(range(alpha.shape[0]))
+    fig.colorbar(image, ax=axes[0].tolist(), label="alpha (0 extrapolate, 1 interpolate)")
+    fig.suptitle("calibrate: alpha (top) and temperature (bottom) per layer and head", fontsize=9, x=0.01, ha="left")
+    fig.savefig(out, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vit_rope.eval.calibrate",
+        description="Plot the alpha and temperature that calibrate chose per layer and head, averaged over runs.",
+    )
+    parser.add_argument("run_dirs", nargs="+", help="run directories with a results.json")
+    parser.add_argument("--out", default="calibration.png", help="the image to write")
+    args = parser.parse_args()
+    plot_calibrations(args.run_dirs, args.out)
