@@ -64,6 +64,8 @@ def test_a_boolean_option_keeps_lightnings_extra_word(tmp_path: Path) -> None:
     from vit_rope.tasks.common import check_options
 
     check_options(compose_train("trainer.deterministic=warn"), "train", ["trainer.deterministic=warn"])
+    fast = ["debug=fast_dev_run", "trainer.fast_dev_run=3"]  # Lightning's number of batches
+    check_options(compose_train(*fast), "train", fast)
     with pytest.raises(ConfigError, match="trainer.deterministic"):
         check_options(compose_train("trainer.deterministic=warm"), "train", ["trainer.deterministic=warm"])
 

@@ -250,8 +250,13 @@ def check_trainer(trainer_cfg: Any) -> None:
     check_range("trainer.accumulate_grad_batches", t.get("accumulate_grad_batches"), 1, integer=True, optional=True)
 
 
-# Options whose default is true or false but that take one more word (Lightning's own).
-BOOLEAN_EXTRAS = {"trainer.deterministic": ("warn",)}
+# Options whose default is true or false but that take other values too (Lightning's, the loggers').
+BOOLEAN_EXTRAS: dict[str, Callable[[Any], bool]] = {
+    "trainer.deterministic": lambda v: v == "warn",
+    "trainer.fast_dev_run": lambda v: isinstance(v, int) and v >= 0,  # a number of batches
+    "logger.wandb.log_model": lambda v: v == "all",
+    "logger.mlflow.log_model": lambda v: v == "all",
+}
 
 
 def check_missing(cfg: DictConfig) -> None:
@@ -307,8 +312,8 @@ def check_booleans(cfg: DictConfig, config_name: str, overrides: list[str]) -> N
         if value is _ABSENT:  # removed on the command line (~callbacks.best_checkpoint)
             continue
         values = list(value) if is_list and isinstance(value, list | tuple | ListConfig) else [value]
-        extras = BOOLEAN_EXTRAS.get(key, ())
-        bad = [v for v in values if not isinstance(v, bool) and v not in extras]
+        extra = BOOLEAN_EXTRAS.get(key, lambda v: False)
+        bad = [v for v in values if not isinstance(v, bool) and not extra(v)]
         if bad:
             fix = f"{key}=[false,true]" if is_list else f"{key}=true or {key}=false"
             raise ConfigError(f"{key}={bad[0]!r} is not true or false; set {fix}.")
