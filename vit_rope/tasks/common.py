@@ -19,7 +19,6 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -63,7 +62,7 @@ def hydra_runtime(
     ``hydra.yaml`` and ``overrides.yaml`` as Hydra writes them) and ``${hydra:...}``
     interpolations that resolve; the task sees the config without its ``hydra`` node, and the
     global runtime is cleared afterwards so that a second composed run gets its own.
-    ``precheck(task_cfg, run_dir, overrides)`` runs before anything is written (as :class:`CheckBeforeRun`
+    ``precheck(task_cfg, run_dir, overrides)`` runs before anything is written (as :class:`vit_rope.tasks.precheck.CheckBeforeRun`
     does on the command line), and what the task prints goes to ``<run dir>/<job name>.log`` too.
     """
     if "hydra" not in cfg:
@@ -338,37 +337,15 @@ def task_overrides() -> list[str]:
         return []
 
 
-# Whether the run directory held anything before this command (set by CheckBeforeRun): a refused
-# command then writes nothing into it, not even error.txt.
+# Whether the run directory held anything before this command (noted by the pre-run check,
+# :mod:`vit_rope.tasks.precheck`): a refused command then writes nothing into it, not even error.txt.
 _RUN_DIR_EXISTED = False
 
 
-class CheckBeforeRun(Callback):
-    """Hydra callback: the config's checks (and, for ``train``, the run directory's) before Hydra
-    creates the run directory or writes its ``.hydra/`` files and log, so that a refused command
-    leaves an existing run directory byte for byte as it was. A refusal is one sentence on stderr
-    and exit status 2. Runs only for single runs; each job of a ``-m`` sweep checks itself.
-
-    Register with ``hydra.callbacks.check._target_: vit_rope.tasks.common.CheckBeforeRun``.
-    """
-
-    def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
-        global _RUN_DIR_EXISTED
-        out = Path(os.path.abspath(str(config.hydra.run.dir)))
-        _RUN_DIR_EXISTED = out.is_dir() and any(out.iterdir())  # an empty folder is no run yet
-        task_cfg = copy.deepcopy(config)
-        with open_dict(task_cfg):
-            del task_cfg["hydra"]
-        try:
-            if config_name == "train":
-                from vit_rope.tasks.train import check_before_run
-
-                check_before_run(task_cfg, out, [str(o) for o in config.hydra.overrides.task])
-            else:
-                check_options(task_cfg, str(config_name), [str(o) for o in config.hydra.overrides.task])
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+def note_run_dir(out: Path) -> None:
+    """Remember whether ``out`` held anything before this command (an empty folder is no run yet)."""
+    global _RUN_DIR_EXISTED
+    _RUN_DIR_EXISTED = out.is_dir() and any(out.iterdir())
 
 
 def eval_trainer(trainer_cfg: Any) -> L.Trainer:

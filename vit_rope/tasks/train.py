@@ -81,7 +81,7 @@ def build_configs(cfg: DictConfig) -> RunConfigs:
 def check_before_run(cfg: DictConfig, out: Path, overrides: list[str]) -> None:
     """What refuses a command before anything is read or written: every option, and a run
     directory that holds another run. The command line runs this before Hydra writes into the
-    run directory (:class:`vit_rope.tasks.common.CheckBeforeRun`), so that a refused command
+    run directory (:class:`vit_rope.tasks.precheck.CheckBeforeRun`), so that a refused command
     leaves an existing run directory as it was; :func:`train` before writing ``.hydra/``."""
     check_options(cfg, "train", overrides)
     build_configs(cfg)
