@@ -197,3 +197,20 @@ def test_calibration_images_beyond_the_validation_set(tmp_path):
     with pytest.raises(ConfigError) as err:
         train_run(tmp_path, *TINY, "eval.calibration_images=500", "eval.strategies=[calibrate]")
     assert_names(str(err.value), "eval.calibration_images=500", "128", "eval.calibration_images=128")
+
+
+@pytest.mark.parametrize("cache", ["none", "ram"])
+def test_calibration_inputs_are_the_loaders_first_inputs_for_image_folders(tmp_path, cache):
+    """The calibration inputs go through the loader's own collate (the cached folder normalises
+    uint8 batches there), with a placeholder label: they equal the first inputs the loader gives."""
+    from tests.conftest import write_image_tree
+    from vit_rope.data.imagefolder import ImageFolderDataModule
+    from vit_rope.eval.loop import _first_inputs
+
+    root = write_image_tree(tmp_path / "tree", per_class=4, size=(40, 50))
+    data = ImageFolderDataModule(root, img_size=32, batch_size=5, num_workers=0, cache=cache, cache_dir=tmp_path / "c")
+    data.setup()
+    inputs = _first_inputs(data, 48, "zoom", 7)
+    first, _ = next(iter(data.eval_dataloader(48, batch_size=7)))
+    assert inputs.shape == (7, 3, 48, 48) and inputs.dtype == torch.float32
+    torch.testing.assert_close(inputs, first)

@@ -195,10 +195,12 @@ def _diagnostics(model: Any, datamodule: Any, trainer: L.Trainer, res: int, mode
 
 
 def _first_inputs(datamodule: Any, res: int, mode: str, count: int) -> torch.Tensor:
-    """The first ``count`` validation inputs at ``res``, without their labels (read in this process)."""
+    """The first ``count`` validation inputs at ``res``, without their labels (read in this process):
+    each input goes through the loader's own collate (which may normalise the batch) paired with a
+    placeholder label 0, so no label enters."""
     loader = datamodule.eval_dataloader(res, mode=mode)
     dataset, collate = loader.dataset, loader.collate_fn or default_collate
-    return collate([dataset[i][0] for i in range(min(count, len(dataset)))])
+    return collate([(dataset[i][0], 0) for i in range(min(count, len(dataset)))])[0]
 
 
 def _calibrate(
