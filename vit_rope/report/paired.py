@@ -43,6 +43,10 @@ class Candidate:
         return statistics.fmean(values) if values else None
 
 
+def _std(values: Sequence[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
 def _spread(values: Sequence[float]) -> str:
     if not values:
         return "-"
@@ -141,7 +145,8 @@ def report(roots: Sequence[str | Path], rows: str, groups: str, baselines: Seque
                 csv_rows.append(
                     {
                         "regime": regime, "candidate": name, "resolution": r, "seeds": len(c.top1),
-                        "top1_mean": c.mean(r), "retention_mean": statistics.fmean(retention(c, r, train_res) or [float("nan")]),
+                        "top1_mean": c.mean(r), "top1_std": _std([by[r] for by in c.top1.values() if r in by]),
+                        "retention_mean": statistics.fmean(retention(c, r, train_res) or [float("nan")]),
                         "baseline": base.name if base else "", "paired_diff_mean": statistics.fmean(d) if d else None,
                         "paired_diff_std": statistics.stdev(d) if len(d) > 1 else None,
                     }
