@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
+from tests.conftest import assert_names
 from vit_rope import create_model, create_text_model
-from vit_rope.extrapolate import Resize, frequency_scale
+from vit_rope.errors import PositionConfigError
+from vit_rope.extrapolate import Resize, ensemble_logits, frequency_scale
 from vit_rope.layers.rope_embed import Rotary
 from vit_rope.layers.rotary import axial_frequencies, rotary_angles
 from vit_rope.models.encodings import make_pos_embed
@@ -91,6 +93,37 @@ def test_text_window_reach_under_interpolate():
     with model.use_strategy("extrapolate", window=True):
         mask = model.attention_mask((64,), torch.device("cpu"))
     assert torch.equal(mask[1:, 1:], (idx[:, None] - idx[None]).abs() <= 15)
+
+
+def test_ensemble_members_window_reaches_follow_their_own_scale():
+    """Under ``ensemble`` each member scales positions by ``s^(-alpha)``, so its window reaches
+    ``s^alpha (T - 1)`` patches: 3 (alpha 0), 6 (alpha 1/2) and 12 (alpha 1) on 4 -> 16 patches;
+    the ensemble's mean log-probability is the mean of members run with those masks."""
+    model = create_model("vit_micro", "rope_axial", num_classes=3, img_size=32, patch_size=8).eval()
+    grid = (16, 16)
+    with model.use_strategy("ensemble", window=True):
+        reaches = [model.window_reach(grid, a) for a in (0.0, 0.5, 1.0)]
+        masks = [model.attention_mask(grid, torch.device("cpu"), a) for a in (0.0, 0.5, 1.0)]
+    assert reaches == [pytest.approx((3.0, 3.0)), pytest.approx((6.0, 6.0)), pytest.approx((12.0, 12.0))]
+    for m, r in zip(masks, (3, 6, 12), strict=True):
+        assert torch.equal(m[1:, 1:], reach_mask(grid, (r, r)))
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad(), model.use_strategy("ensemble", window=True):
+        got = model(x)
+    members = []
+    with torch.no_grad(), model.use_strategy("ensemble", window=True):
+        tokens, g = model.forward_tokens(x)
+        for a in (0.0, 0.5, 1.0):
+            members.append(model.forward_head(model.norm(model.forward_blocks(tokens, g, alpha=a))))
+    torch.testing.assert_close(got, ensemble_logits(members), atol=1e-5, rtol=1e-5)
+
+
+def test_window_under_calibrate_is_na_with_its_reason():
+    model = create_model("vit_micro", "rope_axial", num_classes=3, img_size=32, patch_size=8)
+    assert model.strategy_applies("calibrate") and not model.strategy_applies("calibrate", window=True)
+    with pytest.raises(PositionConfigError) as err:
+        model.set_strategy("calibrate", window=True)
+    assert_names(str(err.value), "calibrate", "window", "without the window")
 
 
 # -- (c) NTK with partial RoPE -------------------------------------------------------------------

@@ -227,14 +227,15 @@ def logn_attention_factor(num_tokens: int, train_tokens: int) -> float:
     return math.log(num_tokens) / math.log(train_tokens)
 
 
-def window_reach(grid: tuple[int, ...], train_grid: tuple[int, ...], compressed: bool) -> tuple[float, ...]:
+def window_reach(grid: tuple[int, ...], train_grid: tuple[int, ...], alpha: float) -> tuple[float, ...]:
     """The local window's reach per axis, in grid steps: the largest offset the model met in
-    training, measured in position units. Positions that run on past the training grid
-    (``extrapolate``, ``ntk``, ``yarn`` on integer positions) met offsets up to ``T - 1`` steps;
-    positions compressed by ``1/s`` into the training range (``interpolate``, a learned table's
-    resampling, normalized coordinates) met them up to ``s (T - 1)`` steps, ``s = grid / T`` per axis.
+    training, measured in position units. Positions scaled by ``s^(-alpha)`` (``s = grid / T``
+    per axis) met offsets up to ``s^alpha (T - 1)`` steps: ``alpha = 0`` where positions run on
+    past the training grid (``extrapolate``, ``ntk``, ``yarn`` on integer positions), ``alpha = 1``
+    where they are compressed by ``1/s`` into the training range (``interpolate``, a learned
+    table's resampling, normalized coordinates), and each member's own alpha under ``ensemble``.
     """
-    return tuple((t - 1) * (g / t if compressed else 1.0) for g, t in zip(grid, train_grid, strict=True))
+    return tuple((t - 1) * (g / t) ** alpha for g, t in zip(grid, train_grid, strict=True))
 
 
 def visible_keys(grid: tuple[int, ...], reach: tuple[float, ...]) -> int:
@@ -259,7 +260,7 @@ def local_window_mask(
         ``(N, N)`` boolean mask (True attends), or ``None`` where the window holds the whole grid.
     """
     if reach is None:
-        reach = window_reach(grid, train_grid, compressed=False)
+        reach = window_reach(grid, train_grid, alpha=0.0)
     if all(g - 1 <= r + 1e-9 for g, r in zip(grid, reach, strict=True)):
         return None  # every offset on this grid is inside the window
     axes = [torch.arange(g) for g in grid]

@@ -134,7 +134,7 @@ def evaluate(
                 if use_window:
                     row["window"] = True
                 key = cell_key(model, train_res, res, strategy, use_logn, use_window)
-                if not model.strategy_applies(strategy):
+                if not model.strategy_applies(strategy, use_window):
                     row.update(top1=None, top5=None, loss=None, n=0, retention=None, note="n/a", attention=None)
                 elif key in done:
                     row.update(done[key])

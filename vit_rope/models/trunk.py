@@ -171,9 +171,11 @@ class Transformer(nn.Module):
 
     # -- test-time strategies ------------------------------------------------------------------
 
-    def strategy_applies(self, strategy: str) -> bool:
-        """False where ``strategy`` does not apply to this encoding (the result is n/a)."""
-        return self.encoding.strategy_applies(strategy)
+    def strategy_applies(self, strategy: str, window: bool = False) -> bool:
+        """False where ``strategy`` does not apply to this encoding (the result is n/a). The local
+        window under ``calibrate`` is n/a too: the reach a head met in training depends on its
+        own alpha (``s^alpha (T - 1)``), and one mask serves every head."""
+        return self.encoding.strategy_applies(strategy) and not (window and strategy == "calibrate")
 
     def set_strategy(self, strategy: str = "extrapolate", logn: bool = False, window: bool = False) -> None:
         """Select how positions behave on grids other than the training grid; a strategy that
@@ -184,6 +186,11 @@ class Transformer(nn.Module):
             raise PositionConfigError(
                 f"Strategy '{strategy}' does not apply to pos_embed={self.encoding.name}; "
                 "record it as n/a or choose another strategy."
+            )
+        if not self.strategy_applies(strategy, window):
+            raise PositionConfigError(
+                f"Strategy '{strategy}' with the local window does not apply (each head has its own "
+                "reach); record it as n/a or evaluate it without the window."
             )
         self.strategy, self.logn, self.window = strategy, bool(logn), bool(window)
         for part in (self.rope, self.abs_pos):
@@ -200,27 +207,31 @@ class Transformer(nn.Module):
         finally:
             self.set_strategy(*before)
 
-    def logit_scale(self, grid: Sequence[int]) -> float:
+    def logit_scale(self, grid: Sequence[int], alpha: float | None = None) -> float:
         """Attention-logit multiplier on ``grid``: the log-n factor when log-n is on (at test time,
         or always with ``logn_attention``), else YaRN's temperature (1 for other strategies); the two never multiply (:mod:`vit_rope.extrapolate`)."""
         if self.logn or self.cfg.logn_attention:
             # Under the window a query sees only the keys within its reach, so log-n counts those.
-            keys = visible_keys(tuple(grid), self.window_reach(grid)) if self.window else math.prod(grid)
+            keys = visible_keys(tuple(grid), self.window_reach(grid, alpha)) if self.window else math.prod(grid)
             return logn_attention_factor(keys, math.prod(self.train_grid))
         return self.rope.attention_factor(grid) if self.rope is not None else 1.0
 
-    def window_reach(self, grid: Sequence[int]) -> tuple[float, ...]:
-        """The local window's reach per axis on ``grid``, in grid steps, for the current strategy:
-        the offsets met in training, in position units (:func:`vit_rope.extrapolate.window_reach`)."""
-        compressed = self.encoding.compresses_positions(self.strategy)
-        return window_reach(tuple(grid), self.train_grid, compressed)
+    def window_reach(self, grid: Sequence[int], alpha: float | None = None) -> tuple[float, ...]:
+        """The local window's reach per axis on ``grid``, in grid steps: the offsets met in
+        training, in position units (:func:`vit_rope.extrapolate.window_reach`), for the current
+        strategy or, under ``ensemble``, for the member's frequency scale ``s^(-alpha)``."""
+        if alpha is None:
+            alpha = 1.0 if self.encoding.compresses_positions(self.strategy) else 0.0
+        return window_reach(tuple(grid), self.train_grid, alpha)
 
-    def attention_mask(self, grid: Sequence[int], device: torch.device) -> torch.Tensor | None:
+    def attention_mask(
+        self, grid: Sequence[int], device: torch.device, alpha: float | None = None
+    ) -> torch.Tensor | None:
         """The local-window mask for ``grid`` when the window is on (built once per grid and
         reach), else None."""
         if not self.window:
             return None
-        reach = self.window_reach(grid)
+        reach = self.window_reach(grid, alpha)
         key = (tuple(grid), reach, device)
         if key not in self._masks:
             mask = local_window_mask(tuple(grid), self.train_grid, self.num_prefix_tokens, reach)
@@ -281,7 +292,8 @@ class Transformer(nn.Module):
             calibration = self._calibration(grid)
             if calibration is not None:
                 alpha, temperature = calibration.alpha, calibration.temperature
-        logit_scale = self.logit_scale(grid)
+        member = alpha if isinstance(alpha, float | int) else None  # one scale for every head (ensemble)
+        logit_scale = self.logit_scale(grid, member)
         # Fixed frequencies: one cached (cos, sin) for every layer. Per layer (learned, or one
         # scale per layer and head): the angles of all layers in one batched op, and each layer's
         # cos, sin in its turn, so that only the angles, not cos and sin of every layer, are held.
@@ -289,7 +301,7 @@ class Transformer(nn.Module):
         tables = self.rope(grid, alpha=alpha) if self.rope is not None and not per_layer else None
         angles = self.rope.angles(grid, alpha) if per_layer else None
         basis = self.rope.basis() if per_layer else None
-        mask = self.attention_mask(grid, x.device)
+        mask = self.attention_mask(grid, x.device, member)
         stop = len(self.blocks) if stop is None else stop
         for i in range(start, stop):
             if per_layer:
