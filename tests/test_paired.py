@@ -79,3 +79,22 @@ def test_no_study_runs_is_one_sentence_with_exit_2(tmp_path: Path, capsys):
         main([str(tmp_path), "--groups", "dataset"])
     assert exit_.value.code == 2
     assert "dataset=" in capsys.readouterr().err
+
+
+def test_an_evaluation_of_a_checkpoint_is_sorted_by_its_training_overrides(sweeps: list[Path], tmp_path: Path):
+    """eval.py of a study checkpoint with another strategy: recipe= and regime= come from the
+    training command (run.trained_with), so the new strategy is a row of its own, paired by seed."""
+    for seed, top1 in ((0, (53.0, 55.0, 54.0)), (1, (54.0, 55.0, 53.0))):
+        job = tmp_path / "evals" / f"best_full_s{seed}"
+        write_run(job, "best", "full", seed, top1)
+        data = json.loads((job / "results.json").read_text())
+        data["run"]["trained_with"] = data["run"]["overrides"]
+        data["run"]["overrides"] = ["ckpt_path=x", "eval.strategies=[ensemble]"]
+        for m in data["metrics"]:
+            m["strategy"] = "ensemble"
+        (job / "results.json").write_text(json.dumps(data))
+    paths = report([*sweeps, tmp_path / "evals"], "recipe", "regime", ["ape", "ape_perturb"], tmp_path / "out")
+    by = {(r["regime"], r["candidate"], int(r["resolution"])): r for r in csv.DictReader(open(paths["csv"]))}
+    d = by[("full", "best (ensemble)", 128)]
+    assert d["baseline"] == "ape_perturb (extrapolate)"
+    assert float(d["paired_diff_mean"]) == pytest.approx(((55 - 49) + (55 - 51)) / 2)

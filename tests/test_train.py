@@ -257,6 +257,10 @@ def test_train_evaluates_at_2x_and_matches_logged_validation(tmp_path):
     eval_run(again, f"ckpt_path={tmp_path}/checkpoints/last.ckpt", "eval.resolutions=[32,64]")
     second = {(m["resolution"], m["strategy"], m["logn"]): m["top1"] for m in read_results(again)["metrics"]}
     assert second == {k: m["top1"] for k, m in rows.items()}
+    # and records how the model was trained beside its own overrides (a study sorts by both)
+    evaluated = read_results(again)["run"]
+    assert evaluated["trained_with"] == results["run"]["overrides"]
+    assert "eval.resolutions=[32,64]" in evaluated["overrides"]
 
 
 def logged_scalars(tb_dir: Path, tag: str) -> list[float]:

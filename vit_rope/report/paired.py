@@ -69,7 +69,10 @@ def gather(roots: Sequence[str | Path], rows: str, groups: str) -> tuple[dict[st
         for run in collect_runs(root):
             if run.status != "ok":
                 continue
-            given = dict(o.split("=", 1) for o in run.overrides if "=" in o)
+            # an evaluation of a checkpoint (eval.py) carries its training command's overrides too;
+            # its own overrides win where both name a key
+            trained = [str(o) for o in run.run.get("trained_with") or []]
+            given = dict(o.lstrip("+").split("=", 1) for o in [*trained, *run.overrides] if "=" in o)
             if rows not in given or groups not in given:
                 continue
             for m in run.metrics:

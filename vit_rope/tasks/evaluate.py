@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from vit_rope.config import build_dataclass, plain
 from vit_rope.errors import ConfigError
@@ -160,6 +160,15 @@ def _run_config(ckpt: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
+def _trained_with(ckpt: str) -> list[str]:
+    """The training command's overrides (Hydra's ``overrides.yaml`` beside its config), so that
+    an evaluation of a checkpoint can be sorted by how the model was trained (``recipe=``,
+    ``regime=``) as well as by how it was evaluated; empty when the file is missing."""
+    path = Path(ckpt).resolve().parent.parent / ".hydra" / "overrides.yaml"
+    values = OmegaConf.load(path) if path.is_file() else []
+    return [str(o) for o in values] if isinstance(values, ListConfig) else []
+
+
 def _merge_data(run_data: Any, overrides: Any) -> DictConfig:
     data = OmegaConf.to_container(run_data, resolve=False) if isinstance(run_data, DictConfig) else dict(run_data)
     for key, value in (plain(overrides) or {}).items():
@@ -241,7 +250,7 @@ def evaluate_model(cfg: DictConfig) -> dict:
         train_cfg.data = _merge_data(train_cfg.data, cfg.data)
         datamodule = instantiate_group(train_cfg.data, "data")
         module = build_run_module(train_cfg, datamodule)
-        extra = load_weights(module, ckpt, settings.weights)
+        extra = {**load_weights(module, ckpt, settings.weights), "trained_with": _trained_with(ckpt)}
     settings.check_model(module.model)
     settings.check_data(datamodule)
     module.eval()
