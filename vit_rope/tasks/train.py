@@ -20,7 +20,6 @@ from vit_rope.models.encodings import PosEmbedConfig
 from vit_rope.report.collect import TRAINED_FILE, write_trained
 from vit_rope.tasks.common import (
     check_options,
-    check_trainer,
     hydra_runtime,
     instantiate_all,
     instantiate_group,
@@ -53,41 +52,45 @@ def _requeued_checkpoint(out: Path, resume: str, announce: bool = True) -> str |
     return None
 
 
-class RunConfigs(NamedTuple):
-    """The typed groups of a training config, built and checked by :func:`build_configs`."""
+class RunPlan(NamedTuple):
+    """A training command, checked and built once by :func:`plan_run`: the typed groups, the
+    schedule in images seen, and the checkpoint that training resumes from."""
 
     pos_embed: PosEmbedConfig
     model: ViTConfig | TextConfig
     optim: OptimConfig
     ema: EMAConfig
     eval: EvalConfig | None  # None: evaluate=false, the eval group is not used
+    schedule: tuple[int, int | None] | None  # (train_images, warmup_images), or None: in epochs
+    ckpt: str | None  # resume from this checkpoint, or None: start afresh
 
 
-def build_configs(cfg: DictConfig) -> RunConfigs:
-    """Each typed group of ``cfg`` built once and checked by its dataclass; then what ties two
-    groups together (``eval.weights`` against ``ema`` and the callbacks)."""
+def plan_run(cfg: DictConfig, out: Path, overrides: list[str], announce: bool = True) -> RunPlan:
+    """Everything that refuses a training command, each check once, before anything is read or
+    written: every option (each typed group is built and checked by its dataclass), what ties
+    two groups together (``eval.weights`` against ``ema`` and the callbacks), the schedule, the
+    checkpoint to resume from, and a run directory that holds another run. The command line runs
+    this before Hydra writes into the run directory (:class:`vit_rope.tasks.precheck.CheckBeforeRun`),
+    so that a refused command leaves an existing run directory as it was; :func:`train` runs it
+    again for each job (also of a ``-m`` sweep) and keeps what it built."""
+    check_options(cfg, "train", overrides)  # mandatory values, booleans, seed, precision, trainer
     pos_embed = build_pos_embed(cfg.pos_embed)
     model = build_model_config(cfg.model)
     optim = build_dataclass(OptimConfig, cfg.optim, "optim")
-    check_trainer(cfg.trainer)
     ema = build_dataclass(EMAConfig, cfg.ema, "ema")
     evaluating = check_choice("evaluate", cfg.evaluate, (True, False))
     settings = build_dataclass(EvalConfig, cfg.eval, "eval") if evaluating else None
     if settings is not None:
         _check_weights(settings.weights, ema, cfg.get("callbacks"))
-    return RunConfigs(pos_embed, model, optim, ema, settings)
+    schedule = _check_schedule(cfg, overrides)
+    ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume, announce)
+    _guard_output_dir(out, resuming=ckpt is not None)
+    return RunPlan(pos_embed, model, optim, ema, settings, schedule, ckpt)
 
 
 def check_before_run(cfg: DictConfig, out: Path, overrides: list[str]) -> None:
-    """What refuses a command before anything is read or written: every option, and a run
-    directory that holds another run. The command line runs this before Hydra writes into the
-    run directory (:class:`vit_rope.tasks.precheck.CheckBeforeRun`), so that a refused command
-    leaves an existing run directory as it was; :func:`train` before writing ``.hydra/``."""
-    check_options(cfg, "train", overrides)
-    build_configs(cfg)
-    _check_schedule(cfg)
-    ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume, announce=False)
-    _guard_output_dir(out, resuming=ckpt is not None)
+    """The pre-run check of the command line (:func:`plan_run`, nothing announced)."""
+    plan_run(cfg, out, overrides, announce=False)
 
 
 def show_config(cfg: DictConfig, out: Path) -> None:
@@ -157,13 +160,13 @@ def _last_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
-def _check_schedule(cfg: DictConfig) -> tuple[int, int | None] | None:
+def _check_schedule(cfg: DictConfig, overrides: list[str]) -> tuple[int, int | None] | None:
     """``(train_images, warmup_images)`` when the schedule is counted in images seen, else ``None``."""
     total = check_range("train_images", cfg.train_images, 1, integer=True, optional=True)
     warmup = check_range("warmup_images", cfg.warmup_images, 0, integer=True, optional=True)
     if total is None and warmup is not None:
         raise ConfigError(f"warmup_images={warmup} needs train_images; set train_images too, or drop warmup_images.")
-    epochs = next((o for o in task_overrides() if o.split("=")[0].lstrip("+") == "trainer.max_epochs"), None)
+    epochs = next((o for o in overrides if o.split("=")[0].lstrip("+") == "trainer.max_epochs"), None)
     if total is not None and epochs is not None:  # one schedule, not two that silently override each other
         raise ConfigError(
             f"{epochs} and train_images={total} both set the schedule; give it in images seen "
@@ -202,26 +205,22 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
-    check_options(cfg, "train", task_overrides())  # also for each job of a -m sweep
-    # Every typed group is built and checked, before anything is built or written.
-    pos_embed, model_cfg, optim, ema, settings = build_configs(cfg)
-    images = _check_schedule(cfg)
     out = output_dir()
-    ckpt = resolve_checkpoint(cfg.ckpt_path) or _requeued_checkpoint(out, cfg.resume)
-    _guard_output_dir(out, resuming=ckpt is not None)
+    plan = plan_run(cfg, out, task_overrides())  # also for each job of a -m sweep
+    optim, settings = plan.optim, plan.eval
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the config tree shows the seed
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     show_config(cfg, out)
 
     datamodule = instantiate_group(cfg.data, "data")
-    if images is not None:
-        optim = _schedule_in_images(cfg, datamodule, optim, *images)
-    module = build_module(pos_embed, model_cfg, datamodule, optim, compile=bool(cfg.compile))
+    if plan.schedule is not None:
+        optim = _schedule_in_images(cfg, datamodule, optim, *plan.schedule)
+    module = build_module(plan.pos_embed, plan.model, datamodule, optim, compile=bool(cfg.compile))
     if settings is not None:  # refuse resolutions the model cannot take now, not after hours of training
         settings.check_model(module.model)
         settings.check_data(datamodule)
-    if ckpt is not None:
-        checked_state(module, ckpt)  # refuses a checkpoint of another model; Trainer.fit loads it
+    if plan.ckpt is not None:
+        checked_state(module, plan.ckpt)  # refuses a checkpoint of another model; Trainer.fit loads it
     n_params = sum(p.numel() for p in module.model.parameters())
     print(f"{cfg.model.name} + {cfg.pos_embed.name}: {n_params / 1e6:.2f}M parameters")
 
@@ -230,7 +229,7 @@ def _train(cfg: DictConfig) -> dict:
     # last.ckpt saves their updated state (which best checkpoint exists, and its score) and a
     # resumed run knows its best instead of writing a second one.
     callbacks.sort(key=lambda cb: isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.monitor is None)
-    ema_cb = ema.callback()
+    ema_cb = plan.ema.callback()
     callbacks += [ema_cb] if ema_cb is not None else []
     loggers = instantiate_all(cfg.get("logger"), "logger")
     if not loggers:  # the learning-rate monitor needs a logger; with logger=none there is nothing to log to
@@ -243,7 +242,7 @@ def _train(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams(_flatten(plain(cfg)))
     (out / TRAINED_FILE).unlink(missing_ok=True)  # a resumed run is unfinished until it ends again
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt)
     if trainer.interrupted:
         raise ConfigError("Training was interrupted; resume with ckpt_path pointing at this run directory.")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
