@@ -17,9 +17,11 @@ attention on the test grid matches its attention on the training grid:
 
 Only the inputs are read, never a label. Cost on ``n`` calibration inputs: one forward at the
 training resolution, and per layer ``len(alphas) + 2`` runs of that block at the test resolution
-(about ``len(alphas) + 2`` = 7 forwards of the model), plus ``len(temperatures) - 1`` more
-attention maps per layer. Heads are independent within a layer, so all heads of a layer are
-calibrated by the same runs.
+(about ``len(alphas) + 2`` = 7 forwards of the model). Each of those runs also forms the
+float32 attention map of its block once (the alpha runs measure only the distance, the
+temperature run only the entropy, at each temperature from the same logits), and on large grids
+these maps, not the forwards, are most of the cost. Heads are independent within a layer, so all
+heads of a layer are calibrated by the same runs.
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ def _head_statistics(
     alpha: torch.Tensor,
     temperature: torch.Tensor,
     temperatures: Sequence[float] = (1.0,),
+    measure: str = "distance",
 ) -> HeadRecorder:
     """Run block ``layer`` on its input ``x`` with ``alpha`` and ``temperature`` (per layer and
-    head) and record its heads."""
-    rec = HeadRecorder(len(attention_layers(model)), model.num_prefix_tokens, temperatures, layers=[layer])
+    head) and record its heads' ``measure`` (``"distance"`` or ``"entropy"``)."""
+    rec = HeadRecorder(
+        len(attention_layers(model)), model.num_prefix_tokens, temperatures, layers=[layer], measure=(measure,)
+    )
     rec.grid = grid
     with record_attention(model, rec):
         model.forward_blocks(x, grid, layer, layer + 1, alpha=alpha, temperature=temperature)
@@ -111,7 +116,9 @@ def calibrate(
                 alpha[layer] = a
                 distance.append(_head_statistics(model, x, grid, layer, alpha, temperature).distance_fraction(layer))
             alpha[layer] = choices[_nearest(torch.stack(distance), reference.distance_fraction(layer))]
-            entropy = _head_statistics(model, x, grid, layer, alpha, temperature, temperatures).entropy(layer)
+            entropy = _head_statistics(model, x, grid, layer, alpha, temperature, temperatures, "entropy").entropy(
+                layer
+            )
             temperature[layer] = taus[_nearest(entropy, reference.entropy(layer)[0])]
             x = model.forward_blocks(x, grid, layer, layer + 1, alpha=alpha, temperature=temperature)
     finally:

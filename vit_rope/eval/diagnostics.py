@@ -37,6 +37,20 @@ from vit_rope.layers.attention import Attention
 WEIGHT_BYTES = 1 << 28
 
 
+def attention_logits(
+    q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``q k^T * scale + mask`` in float32, as SDPA forms it: ``(..., Nq, Nk)``; a boolean mask
+    (True attends) gives ``-inf`` where it is False, a float mask is added."""
+    logits = torch.matmul(q.float(), k.float().transpose(-2, -1)) * scale
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        else:
+            logits = logits + attn_mask.float()
+    return logits
+
+
 def attention_weights(
     q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -44,13 +58,7 @@ def attention_weights(
 
     ``attn_mask`` follows SDPA: boolean (True attends) or additive float, broadcast to the logits.
     """
-    logits = torch.matmul(q.float(), k.float().transpose(-2, -1)) * scale
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            logits = logits.masked_fill(~attn_mask, float("-inf"))
-        else:
-            logits = logits + attn_mask.float()
-    return logits.softmax(dim=-1)
+    return attention_logits(q, k, scale, attn_mask).softmax(dim=-1)
 
 
 def grid_distances(grid: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
@@ -92,6 +100,13 @@ class AttentionRecorder:
         self, q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: torch.Tensor | None = None
     ) -> Iterator[torch.Tensor]:
         """The grid queries' rows of the attention weights ``(b, h, G, N)``, a few samples at a time."""
+        for logits in self._grid_logits(q, k, scale, attn_mask):
+            yield logits.softmax(dim=-1)
+
+    def _grid_logits(
+        self, q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: torch.Tensor | None = None
+    ) -> Iterator[torch.Tensor]:
+        """The grid queries' rows of the attention logits ``(b, h, G, N)``, a few samples at a time."""
         B, h, N, _ = q.shape
         P = self.num_prefix_tokens
         if N <= P:
@@ -105,7 +120,7 @@ class AttentionRecorder:
                         mask = mask[b : b + step]
                     if mask.shape[-2] == N:
                         mask = mask[..., P:, :]
-                yield attention_weights(q[b : b + step, :, P:], k[b : b + step], scale, mask)
+                yield attention_logits(q[b : b + step, :, P:], k[b : b + step], scale, mask)
 
     def _add_grid_rows(self, layer: int, w: torch.Tensor) -> None:
         """Add the weights ``(B, h, G, N)`` of the grid queries over all keys (prefix keys first)."""
@@ -161,8 +176,11 @@ class HeadRecorder(AttentionRecorder):
 
     Args:
         num_layers, num_prefix_tokens: As :class:`AttentionRecorder`.
-        temperatures: Logit temperatures the entropy is measured at (from the same q and k).
+        temperatures: Logit temperatures the entropy is measured at (from the same logits, formed
+            once per probe).
         layers: The layers to record (default: all); the others' probes return at once.
+        measure: What to record, ``"entropy"`` and/or ``"distance"`` (both by default); a search
+            that reads one of them skips the other's cost.
     """
 
     def __init__(
@@ -171,10 +189,12 @@ class HeadRecorder(AttentionRecorder):
         num_prefix_tokens: int = 0,
         temperatures: Sequence[float] = (1.0,),
         layers: Sequence[int] | None = None,
+        measure: Sequence[str] = ("entropy", "distance"),
     ) -> None:
         super().__init__(num_layers, num_prefix_tokens)
         self.temperatures = tuple(float(t) for t in temperatures)
         self.layers = None if layers is None else set(layers)
+        self.measure = frozenset(measure)
         self._head_entropy: dict[int, torch.Tensor] = {}  # layer -> (temperatures, h) sums
         self._head_fraction: dict[int, torch.Tensor] = {}  # layer -> (h,) sums
         self._head_count: dict[int, int] = {}
@@ -184,22 +204,23 @@ class HeadRecorder(AttentionRecorder):
     ) -> None:
         if self.layers is not None and layer not in self.layers:
             return
-        at_one = self.temperatures.index(1.0) if 1.0 in self.temperatures else 0  # distance at temperature 1
-        for t, temperature in enumerate(self.temperatures):
-            for w in self._grid_rows(q, k, scale * temperature, attn_mask):
-                B, h, G, N = w.shape
-                entropy = -torch.special.xlogy(w, w).sum(-1).sum((0, 2)) / math.log(max(N, 2))  # (h,)
+        for logits in self._grid_logits(q, k, scale, attn_mask):
+            B, h, G, N = logits.shape
+            if "entropy" in self.measure:
                 sums = self._head_entropy.setdefault(layer, torch.zeros(len(self.temperatures), h, dtype=torch.float64))
-                sums[t] += entropy.double().cpu()
-                if t != at_one:
-                    continue
+                for t, temperature in enumerate(self.temperatures):
+                    w = (logits * temperature).softmax(dim=-1)  # -inf stays -inf: temperatures are > 0
+                    entropy = -torch.special.xlogy(w, w).sum(-1).sum((0, 2)) / math.log(max(N, 2))  # (h,)
+                    sums[t] += entropy.double().cpu()
+            if "distance" in self.measure:  # at temperature 1
+                w = logits.softmax(dim=-1)
                 grid = self.grid if self.grid is not None and math.prod(self.grid) == G else (G,)
                 grid_w = w[..., N - G :]  # grid keys, renormalised
                 mass = grid_w.sum(-1).clamp_min(torch.finfo(torch.float32).tiny)
                 frac = (grid_w * self._fractions(grid, w.device)).sum(-1) / mass  # (b, h, G)
                 fsum = self._head_fraction.setdefault(layer, torch.zeros(h, dtype=torch.float64))
                 fsum += frac.sum((0, 2)).double().cpu()
-                self._head_count[layer] = self._head_count.get(layer, 0) + B * G
+            self._head_count[layer] = self._head_count.get(layer, 0) + B * G
 
     def _fractions(self, grid: tuple[int, ...], device: torch.device) -> torch.Tensor:
         key = ("fraction", tuple(grid), str(device))
