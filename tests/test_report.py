@@ -115,7 +115,7 @@ def test_collect_runs_lists_failed_and_unfinished(sweep: Path) -> None:
 
 def test_write_comparison(sweep: Path, capsys: pytest.CaptureFixture) -> None:
     paths = write_comparison(sweep)
-    assert set(paths) == {"csv", "md", "png"}
+    assert set(paths) == {"csv", "md", "png"}  # no calibration.png: no run used calibrate
     assert all(p.parent == sweep and p.is_file() for p in paths.values())
 
     # csv: every metric row of the finished runs, plus one row per failed/unfinished run
@@ -494,3 +494,25 @@ def test_a_sweep_over_an_encoding_option_is_not_averaged_as_seeds(tmp_path: Path
         make_job(tmp_path, f"b{base_value}", res["run"]["overrides"], res)
     rows = table_rows(write_comparison(tmp_path, out_dir=tmp_path / "report", echo=False)["md"].read_text())
     assert [r[:2] for r in rows] == [["rope_axial", "pos_embed.base=10"], ["rope_axial", "pos_embed.base=100"]]
+
+
+def test_calibration_png_averages_calibrates_choice_over_runs(tmp_path: Path) -> None:
+    """Runs with a calibrate cell: calibration.png is written beside the comparison, and its
+    numbers are the mean choice per layer and head over the runs of one encoding and resolution."""
+    choices = [
+        ([[0.0, 1.0], [0.5, 0.25]], [[1.0, 1.1], [0.9, 1.25]]),
+        ([[1.0, 1.0], [0.0, 0.75]], [[1.0, 0.9], [1.1, 1.25]]),
+    ]
+    for seed, (alpha, temperature) in enumerate(choices):
+        cal = metric(64, "calibrate", False, 50.0)
+        cal["calibration"] = {"alpha": alpha, "temperature": temperature, "images": 16}
+        make_job(tmp_path, f"{seed}_rope_axial", ["pos_embed=rope_axial", f"seed={seed}"],
+                 results("rope_axial", [metric(TRAIN_RES, "calibrate", False, 60.0), cal], seed))  # fmt: skip
+    paths = write_comparison(tmp_path, echo=False)
+    assert paths["calibration"] == tmp_path / "calibration.png" and paths["calibration"].is_file()
+    from vit_rope.report.plot import calibration_means
+
+    ((key, (alpha, temperature, n)),) = calibration_means(collect_runs(tmp_path)).items()
+    assert key == ("rope_axial", "vit_micro", 64, False) and n == 2
+    assert sum(alpha, []) == pytest.approx([0.5, 1.0, 0.25, 0.5])  # layer by layer
+    assert sum(temperature, []) == pytest.approx([1.0, 1.0, 1.0, 1.25])

@@ -217,3 +217,73 @@ def plot_comparison(runs: Sequence[RunResult], path: str | Path) -> Path:
     fig.savefig(tmp, format="png", dpi=110)
     tmp.replace(path)
     return path
+
+
+# -- calibrate's choice ------------------------------------------------------------------------
+
+CalibrationKey = tuple[str, str, int, bool]  # (encoding, model, test resolution, logn)
+
+
+def calibration_means(runs: Sequence[RunResult]) -> dict[CalibrationKey, tuple[list, list, int]]:
+    """The alpha and temperature that ``calibrate`` chose per layer and head (``[layer][head]``),
+    averaged over the finished runs of one encoding and model at one test resolution (and log-n
+    setting), with the number of runs; empty when no run has a ``calibrate`` cell."""
+    import numpy as np
+
+    found: dict[CalibrationKey, list[dict]] = {}
+    for run in runs:
+        if run.status != "ok":
+            continue
+        for m in run.metrics:
+            if m.get("strategy") == "calibrate" and m.get("calibration"):
+                key = (
+                    str(run.run.get("pos_embed", "")),
+                    str(run.run.get("model", "")),
+                    int(m["resolution"]),
+                    bool(m.get("logn")),
+                )
+                found.setdefault(key, []).append(m["calibration"])
+    return {
+        key: (
+            np.mean([c["alpha"] for c in cals], axis=0).tolist(),
+            np.mean([c["temperature"] for c in cals], axis=0).tolist(),
+            len(cals),
+        )
+        for key, cals in sorted(found.items())
+    }
+
+
+def plot_calibration(runs: Sequence[RunResult], path: str | Path) -> Path | None:
+    """``calibration.png``: the alpha ``calibrate`` chose per layer (rows) and head (columns), one
+    panel per encoding, model, test resolution and log-n setting, averaged over runs
+    (:func:`calibration_means`); each cell also names the mean temperature. Written atomically;
+    ``None`` (nothing written) when no run has a ``calibrate`` cell."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    means = calibration_means(runs)
+    if not means:
+        return None
+    fig = Figure(figsize=(2.8 * len(means) + 1.2, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(means), squeeze=False)[0]
+    image = None
+    for ax, ((encoding, model, res, logn), (alpha, temperature, n)) in zip(axes, means.items(), strict=True):
+        image = ax.imshow(alpha, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for layer, (a_row, t_row) in enumerate(zip(alpha, temperature, strict=True)):
+            for head, (a, t) in enumerate(zip(a_row, t_row, strict=True)):
+                ax.text(head, layer, f"{a:.2f}\n{t:.2f}", ha="center", va="center", fontsize=6, color="w")
+        ax.set_title(
+            f"{encoding} ({model}) at {res}{' +logn' if logn else ''}, {n} run{'s' if n > 1 else ''}", fontsize=8
+        )
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(len(alpha[0])))
+        ax.set_yticks(range(len(alpha)))
+    fig.colorbar(image, ax=list(axes), label="alpha (0 extrapolate, 1 interpolate)")
+    fig.suptitle("calibrate: mean alpha (top line) and temperature (bottom line) per layer and head", fontsize=9)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    tmp.replace(path)
+    return path

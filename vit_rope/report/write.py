@@ -8,14 +8,16 @@ from pathlib import Path
 
 from vit_rope.eval.results import atomic_write_text
 from vit_rope.report.collect import collect_runs, run_root
-from vit_rope.report.plot import plot_comparison
+from vit_rope.report.plot import plot_calibration, plot_comparison
 from vit_rope.report.tables import CSV_COLUMNS, comparison_markdown, comparison_rows
 
 OUTPUT_NAMES = {"csv": "comparison.csv", "md": "comparison.md", "png": "comparison.png"}
+CALIBRATION_PNG = "calibration.png"  # written beside them when a run has a calibrate cell
 
 
 def write_comparison(root: str | Path, out_dir: str | Path | None = None, echo: bool = True) -> dict[str, Path]:
-    """Collect the runs under ``root`` and write comparison.csv, comparison.md and comparison.png.
+    """Collect the runs under ``root`` and write comparison.csv, comparison.md and comparison.png
+    (and calibration.png when a run used ``calibrate``).
 
     Each file is written atomically; failed and unfinished runs are listed in the CSV and the
     markdown, never dropped.
@@ -26,7 +28,8 @@ def write_comparison(root: str | Path, out_dir: str | Path | None = None, echo: 
         echo: Print the markdown to the terminal (rich) and the paths written.
 
     Returns:
-        ``{"csv": path, "md": path, "png": path}``.
+        ``{"csv": path, "md": path, "png": path}``, and ``"calibration"``: calibration.png
+        (:func:`vit_rope.report.plot.plot_calibration`) when a run has a ``calibrate`` cell.
 
     Raises:
         ConfigError: ``root`` does not exist or holds no run; the message says what to pass.
@@ -45,6 +48,9 @@ def write_comparison(root: str | Path, out_dir: str | Path | None = None, echo: 
     markdown = comparison_markdown(runs, root)
     atomic_write_text(paths["md"], markdown)
     plot_comparison(runs, paths["png"])
+    calibration = plot_calibration(runs, out / CALIBRATION_PNG)  # only where a run used calibrate
+    if calibration is not None:
+        paths["calibration"] = calibration
     if echo:
         from rich.console import Console
         from rich.markdown import Markdown
