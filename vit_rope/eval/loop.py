@@ -126,7 +126,7 @@ def evaluate(
         combos = [(st, g, w) for st in settings.strategies for g in settings.logn for w in settings.window]
         task = progress.add_task("evaluating", total=len(combos) * len(resolutions))
         for res in resolutions:
-            loader = None
+            loader = diag_batches = None  # read at the first cell of this resolution that needs them
             for strategy, use_logn, use_window in combos:
                 label = f"{strategy}{'+logn' if use_logn else ''}{'+window' if use_window else ''}"
                 progress.update(task, description=f"{label} @ {res}")
@@ -148,7 +148,9 @@ def evaluate(
                         if strategy == "calibrate":
                             calibration = _calibrate(model, datamodule, trainer, (train_res, res), mode, settings)
                         out = trainer.validate(module, dataloaders=loader, verbose=False)[0]
-                        attention = _diagnostics(model, datamodule, trainer, res, mode, diagnostics_images)
+                        if diag_batches is None and diagnostics_images > 0 and trainer.is_global_zero:
+                            diag_batches = _diagnostic_batches(datamodule, res, mode, diagnostics_images)
+                        attention = _diagnostics(model, diag_batches, trainer, diagnostics_images)
                     done[key] = dict(
                         top1=round(float(out["val/top1"]), 4),
                         top5=round(float(out["val/top5"]), 4),
@@ -181,16 +183,21 @@ def _log(loggers: Sequence[Any], row: dict, strategy: str, use_logn: bool, res: 
         lg.log_metrics(logged, step=res)
 
 
-def _diagnostics(model: Any, datamodule: Any, trainer: L.Trainer, res: int, mode: str, images: int) -> dict | None:
-    """Attention diagnostics of one cell (the strategy is already set), on rank 0 and on the
-    trainer's device, over the first ``images`` validation samples at ``res``."""
-    if images <= 0 or not trainer.is_global_zero:
-        return None
+def _diagnostic_batches(datamodule: Any, res: int, mode: str, images: int) -> list:
+    """The first ``images`` validation samples at ``res``, collated in batches of 32: read once
+    per resolution, in this process (no loader workers to start for a few samples), and shared
+    by every cell of that resolution."""
     loader = datamodule.eval_dataloader(res, mode=mode)
     dataset, collate = loader.dataset, loader.collate_fn or default_collate
     n = min(images, len(dataset))
-    # read in this process, a few at a time: no loader workers to start for a few samples
-    batches = (collate([dataset[i] for i in range(s, min(s + 32, n))]) for s in range(0, n, 32))
+    return [collate([dataset[i] for i in range(s, min(s + 32, n))]) for s in range(0, n, 32)]
+
+
+def _diagnostics(model: Any, batches: list | None, trainer: L.Trainer, images: int) -> dict | None:
+    """Attention diagnostics of one cell (the strategy is already set), on rank 0 and on the
+    trainer's device, over ``batches`` (:func:`_diagnostic_batches`); None where they are off."""
+    if images <= 0 or not trainer.is_global_zero or batches is None:
+        return None
     return attention_diagnostics(model, batches, images, device=trainer.strategy.root_device)
 
 
