@@ -12,6 +12,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# One torch thread per test process (and for the command lines the tests start): the suite runs in
+# as many processes as there are cores (pytest-xdist), and the tests' tiny tensors gain nothing from
+# intra-op threads, which would only stall at every parallel op while another process holds the core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 # A model small enough for a few seconds of CPU per run, and quiet logs.
 MODEL_TINY = [
     "model.embed_dim=32",
