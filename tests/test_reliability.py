@@ -302,3 +302,16 @@ def test_resume_auto_refuses_a_checkpoint_of_another_config(tmp_path):
     assert last.read_bytes() == before
     never = refused(tmp_path, *TINY, "resume=never")
     assert_names(never, str(tmp_path), "last.ckpt", "resume with ckpt_path=")
+
+
+def test_last_checkpoint_is_written_every_epoch_when_validation_is_rarer(tmp_path):
+    """A run that validates only at the end (the Imagenette experiment) or never still writes
+    last.ckpt after each training epoch, and the evaluation names it as the weights' file."""
+    import torch
+
+    train_run(tmp_path / "rare", *TINY, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=5",
+              "eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn=[false]",
+              "eval.diagnostics_images=0")  # fmt: skip
+    last = tmp_path / "rare" / "checkpoints" / "last.ckpt"
+    assert last.is_file() and torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
+    assert read_results(tmp_path / "rare")["run"]["checkpoint"] == "last.ckpt"
