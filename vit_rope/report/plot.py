@@ -272,7 +272,15 @@ def plot_calibration(runs: Sequence[RunResult], path: str | Path) -> Path | None
         image = ax.imshow(alpha, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         for layer, (a_row, t_row) in enumerate(zip(alpha, temperature, strict=True)):
             for head, (a, t) in enumerate(zip(a_row, t_row, strict=True)):
-                ax.text(head, layer, f"{a:.2f}\n{t:.2f}", ha="center", va="center", fontsize=6, color="w")
+                ax.text(
+                    head,
+                    layer,
+                    f"{a:.2f}\n{t:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="k" if a > 0.6 else "w",
+                )
         ax.set_title(
             f"{encoding} ({model}) at {res}{' +logn' if logn else ''}, {n} run{'s' if n > 1 else ''}", fontsize=8
         )
