@@ -147,7 +147,7 @@ def report(roots: Sequence[str | Path], rows: str, groups: str, baselines: Seque
                 summary[name][f"{regime}@{r}"] = "base" if c is base else _spread(d)
                 csv_rows.append(
                     {
-                        "regime": regime, "candidate": name, "resolution": r, "seeds": len(c.top1),
+                        groups: regime, "candidate": name, "resolution": r, "seeds": len(c.top1),
                         "top1_mean": c.mean(r), "top1_std": _std([by[r] for by in c.top1.values() if r in by]),
                         "retention_mean": statistics.fmean(retention(c, r, train_res) or [float("nan")]),
                         "baseline": base.name if base else "", "paired_diff_mean": statistics.fmean(d) if d else None,
