@@ -199,7 +199,11 @@ def _plot(
         top.set_ylabel("top-1 (%)")
         bottom.set_ylabel(f"Δ top-1 vs {base.name if base else '-'}" if col == 0 or base else "")
         bottom.set_xlabel("test resolution (pixels)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    legend: dict[str, object] = {}  # every candidate once, also those of one regime only
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels, handles = list(legend), list(legend.values())
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
