@@ -98,3 +98,21 @@ def test_an_evaluation_of_a_checkpoint_is_sorted_by_its_training_overrides(sweep
     d = by[("full", "best (ensemble)", 128)]
     assert d["baseline"] == "ape_perturb (extrapolate)"
     assert float(d["paired_diff_mean"]) == pytest.approx(((55 - 49) + (55 - 51)) / 2)
+
+
+def test_the_table_over_all_regimes_ranks_by_the_worst_regime(sweeps: list[Path], tmp_path: Path):
+    """best: +3.75 at 128 on full (against ape_perturb), +1.0 on small (against ape); ape is the
+    baseline on small (0) and -1.5 on full; ape_perturb 0 on full and -2.0 on small."""
+    md = report(sweeps, "recipe", "regime", ["ape", "ape_perturb"], tmp_path / "out")["md"].read_text()
+    table = md.split("## Over all regimes (full, small)")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "candidate" not in line]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| best (interpolate)",
+        "| ape (extrapolate)",
+        "| ape_perturb (extrapolate)",
+    ]
+    cells = rows[0].split(" | ")
+    # columns: candidate, regimes, Δ64 mean, Δ64 worst, Δ128 mean, Δ128 worst, Δ192 mean, Δ192 worst, ahead
+    assert cells[4:6] == ["+2.4", "+1.0"]
+    assert rows[0].endswith("| 2 of 2 |")
+    assert rows[1].split(" | ")[4:6] == ["-0.8", "-1.5"] and rows[1].endswith("| 0 of 2 |")
