@@ -12,7 +12,7 @@ cosine to 1% of the rate, label smoothing 0.1, gradient clipping at 1, batch 128
 comparison isolates the data pipeline and the augmentation:
 
     python -m vit_rope.bench.timm_baseline --root DIR --img-size 64 --epochs 6 --seed 0
-    python train.py experiment=imagenette_extrapolation recipe=ape data.root=DIR seed=0
+    python train.py experiment=imagenette_extrapolation recipe=ape_plain data.root=DIR seed=0
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A study across data regimes: every candidate against the best baseline, paired by seed.
 
     python -m vit_rope.report.paired SWEEP_DIR [SWEEP_DIR ...] --rows recipe --groups regime \
-        --baseline ape,ape_perturb [--out DIR]
+        --baseline ape_plain,ape_perturb,ape_multires [--out DIR]
 
 Reads the finished runs under each directory (:func:`vit_rope.report.collect.collect_runs`, the
 same reader as the comparison) and sorts them by two of their command-line overrides: ``--rows``
@@ -246,8 +246,11 @@ def _plot(
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
     labels, handles = list(legend), list(legend.values())
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    ncol = min(4, len(labels))
+    legend_rows = -(-len(labels) // ncol)
+    fig.set_figheight(7 + 0.3 * legend_rows)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+    fig.tight_layout(rect=(0, (0.3 * legend_rows + 0.2) / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
