@@ -58,7 +58,9 @@ def test_text_model_config_instantiates():
     assert model(torch.randint(0, 32, (2, 64))).shape == (2, 4)
 
 
-@pytest.mark.parametrize("group", ["data", "trainer", "callbacks", "logger", "experiment", "debug", "optim", "eval"])
+@pytest.mark.parametrize(
+    "group", ["data", "trainer", "callbacks", "logger", "experiment", "debug", "optim", "eval", "recipe"]
+)
 def test_every_group_option_composes(group):
     for option in group_options(group):
         overrides = [f"{group}={option}"]
@@ -70,6 +72,16 @@ def test_every_group_option_composes(group):
         build_model_config(cfg.model)
         build_dataclass(OptimConfig, cfg.optim, "optim")
         build_dataclass(EvalConfig, cfg.eval, "eval")
+
+
+def test_recipe_best_and_ape_are_the_regime_study_winners():
+    """recipe=best and recipe=ape name other recipes (Hydra defaults inside the group): they must
+    compose to exactly what those recipes compose to, and differ from the earlier pair."""
+    for alias, target, earlier in (("best", "axial_partial", "axial_interp"), ("ape", "ape_perturb", "ape_plain")):
+        cfg = compose_train("experiment=imagenette_extrapolation", f"recipe={alias}")
+        assert cfg == compose_train("experiment=imagenette_extrapolation", f"recipe={target}")
+        assert cfg.pos_embed != compose_train("experiment=imagenette_extrapolation", f"recipe={earlier}").pos_embed
+    assert compose_train("recipe=best").pos_embed.rotate_fraction == 0.5
 
 
 def test_imagenet100_experiment_sets_its_recipe_and_trains_scaled_down(tmp_path):
