@@ -48,6 +48,59 @@ def run_cli(script: str, *args: str, timeout: int = 300, check: bool = True) -> 
     return proc
 
 
+def run_entry(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``python script args`` through its console-script function (``train_main``/``eval_main``)
+    in this process, with ``sys.argv``, the exit status, stdout and stderr as the command line has
+    them: the same code path as :func:`run_cli` without starting an interpreter and importing
+    torch again (about 4 s a call). Hydra's logging setup, the environment and the working
+    directory are restored afterwards. What only a new process shows (SIGKILL, DDP, the installed
+    console scripts) still goes through :func:`run_cli`."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vit_rope.cli import eval_main, train_main
+
+    main = {"train.py": train_main, "eval.py": eval_main}[script]
+    out, err = io.StringIO(), io.StringIO()
+    env = {"VIT_ROPE_NO_PROGRESS": "1", "HYDRA_FULL_ERROR": "0"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+    saved_logging = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    os.environ.update(env)
+    sys.argv = [script, *args]
+    os.chdir(ROOT)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                main()
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        for key, value in saved_env.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        for lg, handlers, level, propagate, disabled in saved_logging:
+            for handler in lg.handlers:
+                if handler not in handlers:
+                    handler.close()
+            lg.handlers[:], lg.level, lg.propagate, lg.disabled = handlers, level, propagate, disabled
+        GlobalHydra.instance().clear()
+    proc = subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(
+            f"{script} {' '.join(args)} failed ({code}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
 def compose_run(config: str, run_dir: Path, *overrides: str):
     """``train`` or ``eval`` composed as ``python {config}.py OVERRIDES hydra.run.dir=RUN_DIR``
     composes it, with the hydra node that gives the run its directory."""

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 
-from tests.conftest import TINY, read_results, run_cli, train_run
+from tests.conftest import TINY, read_results, run_entry, train_run
 from vit_rope.errors import ConfigError
 from vit_rope.tasks.common import config_groups
 from vit_rope.tasks.train import train
@@ -36,7 +36,7 @@ def test_train_from_python_with_the_compose_api(tmp_path: Path) -> None:
 
 
 def test_eval_help_lists_only_the_groups_eval_uses() -> None:
-    proc = run_cli("eval.py", "--help")
+    proc = run_entry("eval.py", "--help")
     listed = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     groups = {line.split(":")[0] for line in listed.splitlines() if ": " in line}
     assert groups == {"eval", "trainer", "logger", "data"} == set(config_groups("eval"))
@@ -54,7 +54,7 @@ def test_eval_with_the_imagefolder_group(tmp_path: Path, image_tree: Path) -> No
     train_run(run, *TINY[:7], *model, "data=imagefolder", f"data.root={image_tree}", *data,
               "trainer.max_epochs=1", "evaluate=false", "logger=none")  # fmt: skip
     out = tmp_path / "eval"  # eval.py through the real command line
-    run_cli("eval.py", f"ckpt_path={run}", "data=imagefolder", f"data.root={image_tree}", "eval.resolutions=[32,48]",
+    run_entry("eval.py", f"ckpt_path={run}", "data=imagefolder", f"data.root={image_tree}", "eval.resolutions=[32,48]",
             "eval.strategies=[extrapolate]", "eval.logn=[false]", "logger=none", f"hydra.run.dir={out}")  # fmt: skip
     results = read_results(out)
     assert results["run"]["data"] == "imagefolder" and results["run"]["train_resolution"] == 32  # not the group's 224

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import MODEL_TINY, ROOT, assert_names, run_cli, train_run
+from tests.conftest import MODEL_TINY, ROOT, assert_names, run_entry, train_run
 from vit_rope.export import MODEL_FILE, TIMM_FILE, TIMM_META, export
 from vit_rope.models import create_model
 
@@ -48,11 +48,11 @@ def test_an_image_folder_run_says_what_it_loaded(tmp_path: Path, image_tree: Pat
 def test_help_says_what_each_command_does_and_what_it_needs() -> None:
     """Issue 22.11: --help starts with a usage line and a paragraph (what the command does, its
     main options; for eval.py, that one model source is required), before Hydra's lists."""
-    train_help = run_cli("train.py", "--help").stdout
+    train_help = run_entry("train.py", "--help").stdout
     assert train_help.startswith("usage: python train.py")
     intro = train_help.split("== Configuration groups ==")[0]
     assert_names(intro, "pos_embed=", "data=", "trainer.max_epochs=", "evaluate=false", "ckpt_path=", "-m")
-    eval_help = run_cli("eval.py", "--help").stdout
+    eval_help = run_entry("eval.py", "--help").stdout
     assert eval_help.startswith("usage: python eval.py")
     intro = eval_help.split("== Configuration groups ==")[0]
     assert_names(intro, "ckpt_path", "run_dir", "timm_model", "compare", "required", "eval.resolutions=")

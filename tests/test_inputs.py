@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL_TINY, assert_names, run_cli, train_run
+from tests.conftest import MODEL_TINY, assert_names, run_cli, run_entry, train_run
 from vit_rope.errors import ConfigError
 
 SMALL = [*MODEL_TINY, "data.num_train=256", "data.num_val=64", "logger=none"]
@@ -76,7 +76,8 @@ def test_a_mandatory_value_names_itself(tmp_path: Path) -> None:
 
 def test_the_command_line_refuses_in_one_sentence_and_writes_nothing(tmp_path: Path) -> None:
     """Exit status 2, one line on stderr, no traceback, and an existing run directory unchanged
-    (Hydra's .hydra/ files included) for train.py and eval.py."""
+    (Hydra's .hydra/ files included) for train.py and eval.py: the first through a new process,
+    the others through the same console-script functions in this process."""
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
@@ -86,7 +87,8 @@ def test_the_command_line_refuses_in_one_sentence_and_writes_nothing(tmp_path: P
         ("eval.py", [f"run_dir={run}", "seed=-1"]),
         ("eval.py", [f"run_dir={run}", "eval.logn=[yes]"]),
     ):
-        proc = run_cli(script, *args, f"hydra.run.dir={run}", check=False)
+        cli = run_cli if script == "train.py" and args == ["data=imagefolder"] else run_entry
+        proc = cli(script, *args, f"hydra.run.dir={run}", check=False)
         assert proc.returncode == 2, (script, args, proc.stderr[-2000:])
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, assert_names, read_results, run_cli
+from tests.conftest import TINY, assert_names, read_results, run_cli, run_entry
 from vit_rope.errors import ConfigError
 from vit_rope.report.loggers import hparam_metrics, log_figure, log_report
 
@@ -77,7 +77,7 @@ def test_loggers_without_images_skip_the_plot(tmp_path: Path, caplog: pytest.Log
 
 
 def test_an_unknown_logger_is_one_sentence(tmp_path: Path) -> None:
-    proc = run_cli("train.py", "logger=wandbb", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    proc = run_entry("train.py", "logger=wandbb", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()  # one sentence, no traceback
     assert_names(line, "logger", "wandbb", "csv, many, mlflow, none, tensorboard, wandb")

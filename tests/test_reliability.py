@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL_TINY, ROOT, TINY, assert_names, eval_run, read_results, run_cli, train_run
+from tests.conftest import MODEL_TINY, ROOT, TINY, assert_names, eval_run, read_results, run_cli, run_entry, train_run
 from vit_rope.errors import ConfigError
 
 FDR = ["debug=fast_dev_run", *TINY]
@@ -34,7 +34,7 @@ def refused(run_dir: Path, *overrides: str, error: type[Exception] = ConfigError
 
 def test_missing_data_root(tmp_path):
     """Through the command line: exit status 2, one sentence on stderr, the same in error.txt."""
-    proc = run_cli(
+    proc = run_entry(
         "train.py",
         *FDR_IMAGES,
         "data=imagefolder",
@@ -84,7 +84,7 @@ def test_unknown_encoding_model_and_data_names(tmp_path):
     def options(group: str) -> str:
         return ", ".join(sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")))
 
-    proc = run_cli("train.py", *FDR, "pos_embed=rope2d", f"hydra.run.dir={tmp_path}", check=False)
+    proc = run_entry("train.py", *FDR, "pos_embed=rope2d", f"hydra.run.dir={tmp_path}", check=False)
     assert_clear_error(proc, "pos_embed", "rope2d", options("pos_embed"))
     assert len(proc.stderr.strip().splitlines()) == 1
     for override, group in [("model=vit_huge", "model"), ("data=cifar", "data"), ("pos_embed=ape,rope2d", "pos_embed")]:
@@ -144,7 +144,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
 
 
 def test_sweep_with_a_failing_job_still_writes_the_comparison(tmp_path):
-    proc = run_cli(
+    proc = run_entry(
         "train.py", "-m", *[a for a in TINY if "num_heads" not in a], "model.num_heads=2,3", "trainer.max_epochs=1",
         "eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn=[false]", f"hydra.sweep.dir={tmp_path}",
         check=False,
@@ -272,7 +272,7 @@ def test_typed_settings_are_range_checked_in_process(override, names):
 
 def test_out_of_range_setting_ends_before_training(tmp_path):
     """Through the command line: exit status 2 and one sentence, nothing trained."""
-    proc = run_cli("train.py", *TINY, "model.num_heads=0", f"hydra.run.dir={tmp_path}", check=False)
+    proc = run_entry("train.py", *TINY, "model.num_heads=0", f"hydra.run.dir={tmp_path}", check=False)
     assert_clear_error(proc, "model.num_heads=0", "set model.num_heads to a whole number in [1, inf)")
     assert not (tmp_path / "checkpoints").exists()
 

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from tests.conftest import MODEL_TINY, run_cli
+from tests.conftest import MODEL_TINY, run_entry
 from vit_rope.report import collect_runs
 from vit_rope.report.callback import ComparisonCallback, sweep_failures
 from vit_rope.tasks.train import train
@@ -92,7 +92,7 @@ def test_a_refused_rerun_leaves_the_run_directory_as_it_was(tmp_path: Path) -> N
     run = tmp_path / "run"
     train_in_process(run, "trainer.max_epochs=1")
     before = tree_digest(run)
-    proc = run_cli("train.py", *SMALL, *ONE_CELL, "trainer.max_epochs=2", f"hydra.run.dir={run}", check=False)
+    proc = run_entry("train.py", *SMALL, *ONE_CELL, "trainer.max_epochs=2", f"hydra.run.dir={run}", check=False)
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "results.json" in err[0] and "hydra.run.dir" in err[0], proc.stderr
@@ -112,7 +112,7 @@ def test_the_run_log_holds_what_the_run_printed(tmp_path: Path) -> None:
     assert "\x1b[" not in log  # no terminal colour codes
 
     out = tmp_path / "eval"
-    proc = run_cli("eval.py", f"run_dir={run}", *ONE_CELL, "logger=none", f"hydra.run.dir={out}")
+    proc = run_entry("eval.py", f"run_dir={run}", *ONE_CELL, "logger=none", f"hydra.run.dir={out}")
     assert proc.stdout.lstrip().startswith("config")
     tree = (out / "config_tree.txt").read_text()
     assert "run_dir:" in tree and "eval" in tree
