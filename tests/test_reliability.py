@@ -144,20 +144,32 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
 
 
 def test_sweep_with_a_failing_job_still_writes_the_comparison(tmp_path):
+    """Also: commands before and after the sweep in the same process (a notebook, a test) do not
+    change what it reports: a refused command into an existing run directory before it (which
+    writes no error.txt there), and a run after it, which does not inherit its failure."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("x")
+    assert run_entry("train.py", *TINY, "model.num_heads=0", f"hydra.run.dir={existing}", check=False).returncode == 2
+    sweep = tmp_path / "sweep"
     proc = run_entry(
         "train.py", "-m", *[a for a in TINY if "num_heads" not in a], "model.num_heads=2,3", "trainer.max_epochs=1",
-        "eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn=[false]", f"hydra.sweep.dir={tmp_path}",
+        "eval.resolutions=[32]", "eval.strategies=[extrapolate]", "eval.logn=[false]", f"hydra.sweep.dir={sweep}",
         check=False,
     )  # fmt: skip
     # the sweep runs both jobs, writes the comparison, then exits non-zero for a script or a cluster array
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "error: 1 job(s) of the sweep failed or did not finish: 1_rope_axial: embed_dim 32" in proc.stderr
     # 2 heads divide embed_dim 32 and train; 3 do not, and that job fails with a clear error
-    assert (tmp_path / "0_rope_axial" / "results.json").is_file()
+    assert (sweep / "0_rope_axial" / "results.json").is_file()
     message = "embed_dim 32 is not divisible by num_heads 3"
-    assert message in (tmp_path / "1_rope_axial" / "error.txt").read_text()
-    md = (tmp_path / "comparison.md").read_text()
+    assert message in (sweep / "1_rope_axial" / "error.txt").read_text()
+    md = (sweep / "comparison.md").read_text()
     assert "1_rope_axial" in md and message in md
+    after = run_entry(
+        "train.py", *TINY, "trainer.max_epochs=1", "evaluate=false", f"hydra.run.dir={tmp_path / 'after'}"
+    )
+    assert after.returncode == 0 and "sweep failed" not in after.stderr
 
 
 def test_ddp_two_cpu_processes_evaluate_like_one(tmp_path):

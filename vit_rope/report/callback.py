@@ -19,8 +19,11 @@ _FAILED: list[str] = []
 
 
 def sweep_failures() -> list[str]:
-    """The failed or unfinished jobs of the sweep that ended in this process, as ``dir: error``."""
-    return list(_FAILED)
+    """The failed or unfinished jobs of the sweep that ended in this process, as ``dir: error``;
+    taken once, so that a later command in the same process does not report them again."""
+    failed = list(_FAILED)
+    _FAILED.clear()
+    return failed
 
 
 class ComparisonCallback(Callback):

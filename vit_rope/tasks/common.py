@@ -342,10 +342,11 @@ def task_overrides() -> list[str]:
 _RUN_DIR_EXISTED = False
 
 
-def note_run_dir(out: Path) -> None:
-    """Remember whether ``out`` held anything before this command (an empty folder is no run yet)."""
+def note_run_dir(out: Path | None) -> None:
+    """Remember whether ``out`` held anything before this command (an empty folder is no run yet);
+    ``None`` for a sweep, whose jobs' directories are new."""
     global _RUN_DIR_EXISTED
-    _RUN_DIR_EXISTED = out.is_dir() and any(out.iterdir())
+    _RUN_DIR_EXISTED = out is not None and out.is_dir() and any(out.iterdir())
 
 
 def eval_trainer(trainer_cfg: Any) -> L.Trainer:

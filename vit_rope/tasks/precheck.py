@@ -25,6 +25,9 @@ class CheckBeforeRun(Callback):
     Register with ``hydra.callbacks.check._target_: vit_rope.tasks.precheck.CheckBeforeRun``.
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        note_run_dir(None)  # not what an earlier command in this process saw: a refused job writes error.txt
+
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         out = Path(os.path.abspath(str(config.hydra.run.dir)))
         note_run_dir(out)
