@@ -116,3 +116,14 @@ def test_the_table_over_all_regimes_ranks_by_the_worst_regime(sweeps: list[Path]
     assert cells[4:6] == ["+2.4", "+1.0"]
     assert rows[0].endswith("| 2 of 2 |")
     assert rows[1].split(" | ")[4:6] == ["-0.8", "-1.5"] and rows[1].endswith("| 0 of 2 |")
+
+
+def test_every_series_of_a_plot_has_its_own_colour_and_marker():
+    """The study's plot has 12 candidates; matplotlib's cycle has 10 colours, so the 11th would
+    look like the 1st: past ten, the marker changes."""
+    from vit_rope.report.plot import series_styles
+
+    styles = series_styles([f"candidate {i}" for i in range(25)])
+    assert len(set(styles.values())) == 25
+    assert styles["candidate 0"][0] == styles["candidate 10"][0]  # same colour, so ...
+    assert styles["candidate 0"][1] != styles["candidate 10"][1]  # ... another marker

@@ -215,8 +215,9 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({n for c in regimes.values() for n in c})
-    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    from vit_rope.report.plot import series_styles
+
+    styles = series_styles(sorted({n for c in regimes.values() for n in c}))
     fig, axes = plt.subplots(2, len(regimes), figsize=(4.2 * len(regimes), 7), squeeze=False)
     for col, regime in enumerate(sorted(regimes)):
         cands = regimes[regime]
@@ -228,12 +229,13 @@ def _plot(
             std = [
                 statistics.stdev(v) if len(v := [by[r] for by in c.top1.values() if r in by]) > 1 else 0 for r in res
             ]
-            top.errorbar(res, mean, yerr=std, marker="o", capsize=3, color=colours[name], label=name)
+            colour, marker = styles[name]
+            top.errorbar(res, mean, yerr=std, marker=marker, capsize=3, color=colour, label=name)
             if base is not None and c is not base:
                 d = [paired(c, base, r) for r in res]
                 bottom.errorbar(
                     res, [statistics.fmean(v) for v in d], yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in d],
-                    marker="o", capsize=3, color=colours[name],
+                    marker=marker, capsize=3, color=colour,
                 )  # fmt: skip
         top.axvline(train_res, color="grey", lw=0.8, ls=":")
         bottom.axhline(0, color="grey", lw=0.8)

@@ -101,9 +101,18 @@ def panels(table: Table) -> list[tuple[str, tuple[str, ...]]]:
     return [(s, (s,)) for s in strategies(table)]
 
 
-def colours(table: Table) -> dict[str, str]:
-    """A colour per encoding label, in row order."""
-    return {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(k[0] for k in table.keys()))}
+MARKERS = "osD^vP*Xph"
+
+
+def series_styles(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """A (colour, marker) pair per label, no two alike: the ten colours of matplotlib's cycle with
+    circles, then with squares, and so on, so that an 11th series is not mistaken for the 1st."""
+    return {label: (f"C{i % 10}", MARKERS[(i // 10) % len(MARKERS)]) for i, label in enumerate(labels)}
+
+
+def colours(table: Table) -> dict[str, tuple[str, str]]:
+    """A (colour, marker) per encoding label, in row order."""
+    return series_styles(list(dict.fromkeys(k[0] for k in table.keys())))
 
 
 def _panel(ax: Axes, table: Table, drawn: tuple[str, ...], series: Series, repeats: dict[Key, Key]) -> None:
@@ -122,8 +131,8 @@ def _panel(ax: Axes, table: Table, drawn: tuple[str, ...], series: Series, repea
             xs,
             ys,
             yerr=[s or 0.0 for s in stds] if any(stds) else None,
-            color=colour[label],
-            marker="o",
+            color=colour[label][0],
+            marker=colour[label][1],
             linestyle="--" if logn else "-",
             markersize=4,
             capsize=3,
@@ -147,8 +156,8 @@ def _legend(fig: Figure, table: Table, repeats: dict[Key, Key]) -> None:
 
     own = {k[0]: k[1] for k in table.keys()} if one_strategy_per_row(table) else {}
     handles = [
-        Line2D([], [], color=c, marker="o", label=_wrap(f"{label} · {own[label]}" if own else label))
-        for label, c in colours(table).items()
+        Line2D([], [], color=c, marker=m, label=_wrap(f"{label} · {own[label]}" if own else label))
+        for label, (c, m) in colours(table).items()
     ]
     if any(k[2] for k in table.keys()):
         handles += [Line2D([], [], color="k", label="log-n off"), Line2D([], [], color="k", ls="--", label="+logn")]
