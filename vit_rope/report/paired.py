@@ -28,6 +28,7 @@ from pathlib import Path
 from vit_rope.errors import ConfigError
 from vit_rope.eval.results import atomic_write_text
 from vit_rope.report.collect import collect_runs
+from vit_rope.report.plot import series_styles
 from vit_rope.report.tables import row_label
 
 
@@ -214,8 +215,6 @@ def _plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from vit_rope.report.plot import series_styles
 
     styles = series_styles(sorted({n for c in regimes.values() for n in c}))
     fig, axes = plt.subplots(2, len(regimes), figsize=(4.2 * len(regimes), 7), squeeze=False)

@@ -110,7 +110,7 @@ def series_styles(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
     return {label: (f"C{i % 10}", MARKERS[(i // 10) % len(MARKERS)]) for i, label in enumerate(labels)}
 
 
-def colours(table: Table) -> dict[str, tuple[str, str]]:
+def label_styles(table: Table) -> dict[str, tuple[str, str]]:
     """A (colour, marker) per encoding label, in row order."""
     return series_styles(list(dict.fromkeys(k[0] for k in table.keys())))
 
@@ -118,7 +118,7 @@ def colours(table: Table) -> dict[str, tuple[str, str]]:
 def _panel(ax: Axes, table: Table, drawn: tuple[str, ...], series: Series, repeats: dict[Key, Key]) -> None:
     """The rows of ``table`` whose strategy is in ``drawn`` through ``series`` (repeated rows
     left out), and the training resolution."""
-    colour = colours(table)
+    styles = label_styles(table)
     for key in [k for k in table.keys() if k[1] in drawn]:
         label, strategy, logn = key
         if key in repeats:
@@ -127,12 +127,13 @@ def _panel(ax: Axes, table: Table, drawn: tuple[str, ...], series: Series, repea
         if not points:
             continue  # n/a everywhere: nothing to draw
         xs, ys, stds = zip(*points, strict=True)
+        colour, marker = styles[label]
         ax.errorbar(
             xs,
             ys,
             yerr=[s or 0.0 for s in stds] if any(stds) else None,
-            color=colour[label][0],
-            marker=colour[label][1],
+            color=colour,
+            marker=marker,
             linestyle="--" if logn else "-",
             markersize=4,
             capsize=3,
@@ -157,7 +158,7 @@ def _legend(fig: Figure, table: Table, repeats: dict[Key, Key]) -> None:
     own = {k[0]: k[1] for k in table.keys()} if one_strategy_per_row(table) else {}
     handles = [
         Line2D([], [], color=c, marker=m, label=_wrap(f"{label} · {own[label]}" if own else label))
-        for label, (c, m) in colours(table).items()
+        for label, (c, m) in label_styles(table).items()
     ]
     if any(k[2] for k in table.keys()):
         handles += [Line2D([], [], color="k", label="log-n off"), Line2D([], [], color="k", ls="--", label="+logn")]
